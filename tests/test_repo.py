@@ -1,5 +1,5 @@
 "The repository's own consistency: library exported from the notebooks, clean notebooks, README from index."
-import shutil, subprocess, sys
+import os, shutil, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -16,7 +16,8 @@ def test_library_in_sync_with_notebooks(tmp_path):
     for p in (tmp_path/"hybrid_batch").glob("*.py"):
         if p.name != "__init__.py": p.unlink()
     exe = Path(sys.executable).parent/"nbdev_export"
-    subprocess.run([str(exe)], cwd=tmp_path, check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if k != "IN_TEST"}  # set by nbdev's notebook runner
+    subprocess.run([str(exe)], cwd=tmp_path, check=True, capture_output=True, env=env)
     ours, fresh = _tree(ROOT/"hybrid_batch"), _tree(tmp_path/"hybrid_batch")
     stale = sorted(k for k in ours.keys() | fresh.keys() if ours.get(k) != fresh.get(k))
     assert not stale, f"hybrid_batch/ differs from nbdev_export of nbs/ in {stale}: edit the notebooks and run nbdev_export"
