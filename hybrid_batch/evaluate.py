@@ -15,9 +15,9 @@ from .core import atomic_write
 # %% auto #0
 __all__ = ['SPLITS', 'SCORE_NAMES', 'MAIN_SCORE', 'MIRACL_REPO', 'average_precision', 'relevant_pairs', 'language_codes',
            'ranks_above', 'rank_distance', 'question_table', 'LareqaResult', 'setting_of', 'pair_table',
-           'headline_scores', 'lareqa_metrics', 'encode_pool', 'evaluate', 'char_encoder', 'result_record',
-           'save_result', 'load_result', 'results_frame', 'BootstrapResult', 'paired_bootstrap', 'compare_results',
-           'search_topk', 'search_recall', 'MiraclTopics', 'load_miracl', 'ndcg_at_k', 'recall_at_k']
+           'headline_scores', 'lareqa_metrics', 'encode_pool', 'evaluate', 'result_record', 'save_result',
+           'load_result', 'results_frame', 'BootstrapResult', 'paired_bootstrap', 'compare_results', 'search_topk',
+           'search_recall', 'MiraclTopics', 'load_miracl', 'ndcg_at_k', 'recall_at_k']
 
 # %% ../nbs/06_evaluate.ipynb #c75e2877
 def average_precision(ranks:np.ndarray, # 1-based ranks of the relevant items (distinct)
@@ -239,23 +239,6 @@ def evaluate(model,               # a SentenceTransformer with query/document pr
     res = lareqa_metrics(pool, *encode_pool(model, pool, batch_size, show_progress_bar))
     res.scores["evaluation_time"] = time.perf_counter() - t0
     return res
-
-# %% ../nbs/06_evaluate.ipynb #06567c85
-def char_encoder(dim:int=64, # embedding size
-                 seed:int=0, # seed of the random character vectors
-                ):           # a SentenceTransformer with E5-style prompts
-    "A tiny offline SentenceTransformer (mean of random character vectors), for tests and examples."
-    import torch
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import StaticEmbedding, Normalize
-    vocab = {"[UNK]": 0, **{chr(i): i for i in range(1, 1 << 16) if not 0xD800 <= i < 0xE000}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
-    w = torch.Generator().manual_seed(seed)
-    emb = StaticEmbedding(tok, embedding_weights=torch.randn(1 << 16, dim, generator=w))
-    return SentenceTransformer(modules=[emb, Normalize()], device="cpu",
-                               prompts={"query": "query: ", "document": "passage: "})
 
 # %% ../nbs/06_evaluate.ipynb #b792b135
 MAIN_SCORE = "multi_map"

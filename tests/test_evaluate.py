@@ -5,8 +5,9 @@ import pytest, pytrec_eval
 from hypothesis import given, settings, strategies as st, HealthCheck
 from hybrid_batch.data import LareqaPool, load_lareqa
 from hybrid_batch.evaluate import (lareqa_metrics, ranks_above, relevant_pairs, language_codes, average_precision,
-    paired_bootstrap, result_record, save_result, load_result, results_frame, evaluate, char_encoder,
+    paired_bootstrap, result_record, save_result, load_result, results_frame, evaluate,
     search_topk, search_recall, load_miracl, ndcg_at_k, recall_at_k, SCORE_NAMES)
+from hybrid_batch.models import char_encoder
 
 def random_pool(rng, n_langs, max_cands, n_qids, p_rel):
     "A pool of `n_langs` languages where each qid is asked in a random subset of languages."
