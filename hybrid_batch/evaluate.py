@@ -6,18 +6,21 @@
 from __future__ import annotations
 import json, os, time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch
+from torch import nn
 from . import __version__
 from .core import atomic_write
 
 # %% auto #0
 __all__ = ['SPLITS', 'SCORE_NAMES', 'MAIN_SCORE', 'MIRACL_REPO', 'average_precision', 'relevant_pairs', 'language_codes',
            'ranks_above', 'rank_distance', 'question_table', 'LareqaResult', 'setting_of', 'pair_table',
-           'headline_scores', 'lareqa_metrics', 'encode_pool', 'evaluate', 'result_record', 'save_result',
-           'load_result', 'results_frame', 'BootstrapResult', 'paired_bootstrap', 'compare_results', 'search_topk',
-           'search_recall', 'MiraclTopics', 'load_miracl', 'ndcg_at_k', 'recall_at_k']
+           'headline_scores', 'lareqa_metrics', 'encode_pool', 'evaluate', 'PrefixStates', 'prefix_states',
+           'encode_from_prefix', 'PoolPrefix', 'pool_prefix', 'result_record', 'save_result', 'load_result',
+           'results_frame', 'BootstrapResult', 'paired_bootstrap', 'compare_results', 'search_topk', 'search_recall',
+           'MiraclTopics', 'load_miracl', 'ndcg_at_k', 'recall_at_k']
 
 # %% ../nbs/06_evaluate.ipynb #c75e2877
 def average_precision(ranks:np.ndarray, # 1-based ranks of the relevant items (distinct)
@@ -222,8 +225,10 @@ def encode_pool(model,               # a SentenceTransformer with query/document
                 pool,                # a `LareqaPool`
                 batch_size:int=64,   # texts per forward pass
                 show_progress_bar:bool=True,
+                prefix=None,         # a `PoolPrefix` of this pool: run only the layers above it
                )->tuple:             # (question embeddings, candidate embeddings), float32, L2-normalised
     "Embed a pool's questions and candidate sentences with the model's query and document prompts."
+    if prefix is not None: return encode_from_prefix(model, prefix.questions), encode_from_prefix(model, prefix.candidates)
     kw = dict(batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True, normalize_embeddings=True)
     return (model.encode_query(pool.questions.text.tolist(), **kw).astype(np.float32),
             model.encode_document(pool.candidates.text.tolist(), **kw).astype(np.float32))
@@ -233,12 +238,103 @@ def evaluate(model,               # a SentenceTransformer with query/document pr
              pool,                # a `LareqaPool`
              batch_size:int=64,   # texts per forward pass
              show_progress_bar:bool=True,
+             prefix=None,         # a `PoolPrefix` of this pool (see below)
             )->LareqaResult:
     "Encode a pool with `model` and compute every LAReQA setting; the wall time lands in `scores['evaluation_time']`."
     t0 = time.perf_counter()
-    res = lareqa_metrics(pool, *encode_pool(model, pool, batch_size, show_progress_bar))
+    res = lareqa_metrics(pool, *encode_pool(model, pool, batch_size, show_progress_bar, prefix))
     res.scores["evaluation_time"] = time.perf_counter() - t0
     return res
+
+# %% ../nbs/06_evaluate.ipynb #85bf6bae
+@dataclass
+class PrefixStates:
+    "Hidden states of texts after the first `n_frozen` transformer layers, in length-sorted batches."
+    n_frozen: int        # transformer layers already applied
+    order: np.ndarray    # text index of each row, batch after batch
+    batches: list        # (hidden states (b, t, d), attention mask (b, t)) per batch
+
+# %% ../nbs/06_evaluate.ipynb #58bcc3df
+class _Given(nn.Module):
+    "Stands in for the embedding layer: returns the hidden states it is given."
+    def forward(self, inputs_embeds=None, **kwargs): return inputs_embeds
+
+@contextmanager
+def _running(bert, layers, embeddings=None):
+    "Run `bert` with only `layers` (and `embeddings`, if given) in place of its own; restored afterwards."
+    old = bert.encoder.layer, bert.embeddings
+    bert.encoder.layer = nn.ModuleList(layers)
+    if embeddings is not None: bert.embeddings = embeddings
+    try: yield bert
+    finally: bert.encoder.layer, bert.embeddings = old
+
+@contextmanager
+def _evaluating(model):
+    "`model` in eval mode (no dropout), as `SentenceTransformer.encode` runs it; its mode restored afterwards."
+    was = model.training
+    model.eval()
+    try: yield model
+    finally: model.train(was)
+
+# %% ../nbs/06_evaluate.ipynb #7493b70a
+def _batches(model, texts, kind, batch_size):
+    "Tokenised `texts` with the prompt for `kind`, longest first, `batch_size` at a time: (indices, features)."
+    prompt = (model.prompts or {}).get(kind, "")
+    order = np.argsort([-len(t) for t in texts], kind="stable")
+    for i in range(0, len(texts), batch_size):
+        idx = order[i:i + batch_size]
+        f = model.preprocess([prompt + texts[j] for j in idx])
+        yield idx, {k: f[k].to(model.device) for k in ("input_ids", "attention_mask")}
+
+# %% ../nbs/06_evaluate.ipynb #a27b9371
+@torch.inference_mode()
+def prefix_states(model,              # a SentenceTransformer over a BERT-like encoder
+                  texts:list,         # the texts
+                  kind:str,           # prompt name: "query" or "document"
+                  n_frozen:int,       # transformer layers to apply
+                  batch_size:int=64,  # texts per forward pass
+                 )->PrefixStates:
+    "Run `texts` once through the embeddings and the first `n_frozen` transformer layers of `model`."
+    bert = model[0].auto_model
+    if not 0 <= n_frozen <= len(bert.encoder.layer):
+        raise ValueError(f"n_frozen must be in [0, {len(bert.encoder.layer)}], got {n_frozen}")
+    order, batches = [], []
+    with _evaluating(model), _running(bert, bert.encoder.layer[:n_frozen]):
+        for idx, f in _batches(model, texts, kind, batch_size):
+            batches.append((bert(**f).last_hidden_state, f["attention_mask"])); order.append(idx)
+    return PrefixStates(n_frozen, np.concatenate(order) if order else np.zeros(0, int), batches)
+
+# %% ../nbs/06_evaluate.ipynb #fce2e93a
+@torch.inference_mode()
+def encode_from_prefix(model,                # the same architecture, identical below the prefix
+                       states:PrefixStates,  # from `prefix_states`
+                      )->np.ndarray:         # (n_texts, dim) float32, L2-normalised, in text order
+    "Finish encoding `states` with `model`'s layers above the prefix, its pooling and normalisation."
+    bert, out = model[0].auto_model, []
+    with _evaluating(model), _running(bert, bert.encoder.layer[states.n_frozen:], _Given()):
+        for h, mask in states.batches:
+            f = {"token_embeddings": bert(inputs_embeds=h, attention_mask=mask).last_hidden_state, "attention_mask": mask}
+            for module in list(model)[1:]: f = module(f)
+            out.append(nn.functional.normalize(f["sentence_embedding"].float(), dim=-1))
+    emb = torch.cat(out).cpu().numpy() if out else np.zeros((0, model.get_sentence_embedding_dimension()), np.float32)
+    res = np.empty_like(emb); res[states.order] = emb
+    return res
+
+# %% ../nbs/06_evaluate.ipynb #667d8c4e
+@dataclass
+class PoolPrefix:
+    "A pool's questions and candidates after a base encoder's frozen layers."
+    questions: PrefixStates
+    candidates: PrefixStates
+
+def pool_prefix(model,             # the base encoder
+                pool,              # a `LareqaPool`
+                n_frozen:int,      # layers every evaluated model shares with `model`
+                batch_size:int=64, # texts per forward pass
+               )->PoolPrefix:
+    "Questions (query prompt) and candidates (document prompt) of `pool` through the first `n_frozen` layers."
+    return PoolPrefix(prefix_states(model, pool.questions.text.tolist(), "query", n_frozen, batch_size),
+                      prefix_states(model, pool.candidates.text.tolist(), "document", n_frozen, batch_size))
 
 # %% ../nbs/06_evaluate.ipynb #b792b135
 MAIN_SCORE = "multi_map"

@@ -7,19 +7,19 @@ from __future__ import annotations
 import base64, io, json, platform, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, torch
 import matplotlib; import matplotlib.pyplot as plt
 from .core import atomic_write, set_threads
 from .data import load_lareqa
-from .models import load_encoder, to_bf16
-from .train import TrainConfig, train
-from .evaluate import evaluate, paired_bootstrap
+from .models import to_bf16
+from .train import TrainConfig, train, run_model
+from .evaluate import evaluate, paired_bootstrap, pool_prefix
 
 # %% auto #0
-__all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'Variant', 'StudyConfig', 'study_config',
-           'sweep_config', 'question_scores', 'run_one', 'load_results', 'run_study', 'runs_frame', 'summary_table',
-           'format_summary', 'seed_mean_scores', 'bootstrap_table', 'pareto_mask', 'plot_frontier', 'report_figures',
-           'results_markdown', 'report_html', 'write_report']
+__all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'Variant', 'StudyConfig',
+           'study_config', 'sweep_config', 'question_scores', 'same_below', 'run_one', 'load_results', 'run_study',
+           'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table', 'claims_table',
+           'pareto_mask', 'plot_frontier', 'report_figures', 'results_markdown', 'report_html', 'write_report']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 @dataclass
@@ -46,22 +46,27 @@ class StudyConfig:
     eval_max_length: int = 128                     # tokens per text at evaluation, the same for every row
     fast_eval: bool = False                        # encode with the fast inference path (every row alike)
     zero_shot: bool = True                         # also evaluate the untrained encoder
+    shared_prefix: bool = False                    # encode each pool once through the layers `train_layers` leaves frozen
     n_boot: int = 10_000                           # bootstrap resamples
     threads: int|None = None
 
 # %% ../nbs/08_tradeoff.ipynb #79ee9533
-_FULL_TRAIN = dict(batch_size=32, max_length=128, max_steps=300, eval_every=50, valid_batches=8, warmup_steps=20,
-                   checkpoint_every=0)
+_PAPER_TRAIN = dict(batch_size=32, max_length=128, max_steps=300, eval_every=50, valid_batches=8, warmup_steps=20,
+                    checkpoint_every=0)
+_FULL_TRAIN = dict(batch_size=32, max_length=64, max_steps=30, eval_every=15, valid_batches=8, warmup_steps=5,
+                   checkpoint_every=0, train_layers=4)
 _QUICK_TRAIN = dict(batch_size=16, max_length=64, max_steps=30, eval_every=15, valid_batches=4, warmup_steps=5,
                     checkpoint_every=0, train_layers=4)
 PRESETS = {
     "quick": StudyConfig("quick", seeds=[0], train=_QUICK_TRAIN, eval_batch_size=256, eval_max_length=64, fast_eval=True,
                          eval_langs={"mlqa-r": ["de", "es"], "xquad-r": ["de", "th"]}),
-    "full": StudyConfig("full", seeds=[0, 1, 2], train=_FULL_TRAIN),
+    "full": StudyConfig("full", seeds=[0, 1, 2], train=_FULL_TRAIN, eval_batch_size=128, fast_eval=True,
+                        shared_prefix=True),
+    "paper": StudyConfig("paper", seeds=[0, 1, 2], train=_PAPER_TRAIN),
 }
 
 def study_config(name_or_path:str|Path)->StudyConfig:
-    "A preset by name ('quick', 'full') or a JSON file with StudyConfig fields."
+    "A preset by name ('quick', 'full', 'paper') or a JSON file with StudyConfig fields."
     if str(name_or_path) in PRESETS: return PRESETS[str(name_or_path)]
     d = json.loads(Path(name_or_path).read_text())
     d["variants"] = [Variant(**v) for v in d.get("variants", [asdict(v) for v in PAPER_VARIANTS])]
@@ -78,7 +83,7 @@ def sweep_config(alphas:list,                 # the αs to train
     b = PRESETS[base]
     return StudyConfig(f"sweep-{base}", [Variant(f"α={a:g}", "hybrid", float(a)) for a in alphas], list(seeds),
                        list(directions or b.directions), dict(b.train), dict(b.eval_langs), b.eval_batch_size,
-                       b.eval_max_length, b.fast_eval, False, b.n_boot, b.threads)
+                       b.eval_max_length, b.fast_eval, False, b.shared_prefix, b.n_boot, b.threads)
 
 # %% ../nbs/08_tradeoff.ipynb #c41e9199
 def question_scores(per_question:pd.DataFrame, # `LareqaResult.per_question`
@@ -91,6 +96,10 @@ def question_scores(per_question:pd.DataFrame, # `LareqaResult.per_question`
     return s[["mono", "cross", "multi", "rank_distance"]]
 
 # %% ../nbs/08_tradeoff.ipynb #7da849cc
+def _base_encoder(cfg:StudyConfig):
+    "The untrained encoder the study fine-tunes, on the device it trains on."
+    return run_model(TrainConfig(**cfg.train))
+
 def _encoder_for_eval(model, cfg:StudyConfig):
     model.max_seq_length = cfg.eval_max_length
     return to_bf16(model) if cfg.fast_eval else model
@@ -100,11 +109,33 @@ def _record(direction, variant, seed, res, extra)->dict:
             "variant": variant.label if variant else "zero-shot", "strategy": variant.strategy if variant else None,
             "alpha": variant.alpha if variant else None, "seed": seed, "scores": res.scores, **extra}
 
+# %% ../nbs/08_tradeoff.ipynb #0fe68f01
+def same_below(model, base, n_frozen:int)->bool:
+    "Whether `model` has `base`'s position/type embeddings, embedding norm and first `n_frozen` layers, bit for bit."
+    def params(m):
+        bert = m[0].auto_model
+        return [v for k, v in bert.embeddings.named_parameters() if "word_embeddings" not in k] + \
+               list(bert.encoder.layer[:n_frozen].parameters())
+    return all(torch.equal(a, b) for a, b in zip(params(model), params(base), strict=True))
+
+# %% ../nbs/08_tradeoff.ipynb #8344a6c9
+def _shared(cfg:StudyConfig, pool, cache:dict):
+    "(base encoder, its `PoolPrefix` of `pool`) when the study shares a frozen prefix, else None."
+    k = cfg.train.get("train_layers")
+    if not cfg.shared_prefix or k is None: return None
+    if "base" not in cache: cache["base"] = _encoder_for_eval(_base_encoder(cfg), cfg)
+    base = cache["base"]
+    if pool.name not in cache:
+        cache[pool.name] = pool_prefix(base, pool, len(base[0].auto_model.encoder.layer) - k, cfg.eval_batch_size)
+    return base, cache[pool.name]
+
 # %% ../nbs/08_tradeoff.ipynb #4b0cc6bb
-def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|None, pool, progress:bool=True)->tuple:
+def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|None, pool, progress:bool=True,
+            shared:tuple|None=None, # (base encoder, `PoolPrefix` of `pool`): encode only the trained layers
+           )->tuple:
     "Train (unless `variant` is None: zero-shot) and evaluate one model; (record, per-question scores)."
     extra, t0 = {}, time.time()
-    if variant is None: model = load_encoder()
+    if variant is None: model = shared[0] if shared else _base_encoder(cfg)
     else:
         tc = TrainConfig(**{**cfg.train, "train_data": direction[0], "eval_pool": direction[1],
                             "strategy": variant.strategy, "alpha": variant.alpha, "seed": seed})
@@ -113,7 +144,10 @@ def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|Non
         extra = {"train": {"steps": r.state.step, "best_step": r.state.best_step, "best_valid_loss": r.state.best_loss,
                            "valid_loss": r.history.valid_loss.dropna().tolist(), "seconds": r.wall_seconds,
                            "sampler": r.report}}
-    res = evaluate(_encoder_for_eval(model, cfg), pool, cfg.eval_batch_size, show_progress_bar=progress)
+    model, prefix = _encoder_for_eval(model, cfg), shared[1] if shared else None
+    if shared and not same_below(model, shared[0], prefix.questions.n_frozen):
+        raise RuntimeError(f"{variant.label} seed {seed}: the lower {prefix.questions.n_frozen} layers changed in training")
+    res = evaluate(model, pool, cfg.eval_batch_size, show_progress_bar=progress, prefix=prefix)
     extra["seconds"] = time.time() - t0
     return _record(direction, variant, seed, res, extra), question_scores(res.per_question)
 
@@ -138,10 +172,21 @@ def load_results(out:str|Path)->dict:
 
 # %% ../nbs/08_tradeoff.ipynb #c29e91d1
 def _todo(cfg):
-    for d in cfg.directions:
-        if cfg.zero_shot: yield d, None, None
-        for v in cfg.variants:
-            for s in cfg.seeds: yield d, v, s
+    "Zero-shot rows first, then seed by seed: a study stopped early has every variant of its first seeds."
+    if cfg.zero_shot: yield from ((d, None, None) for d in cfg.directions)
+    for s in cfg.seeds:
+        for d in cfg.directions:
+            for v in cfg.variants: yield d, v, s
+
+def _resumable_runs(out:Path, cfg:StudyConfig)->list:
+    "The runs already in `out`, refusing a folder written by a different study config."
+    if not (out/"results.json").exists(): return []
+    old, new = load_results(out)["study"], json.loads(json.dumps(asdict(cfg), default=float))
+    if old != new:
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(f"{out/'results.json'} was written by a different study config (fields {diff}); "
+                         "use another output folder")
+    return load_results(out)["runs"]
 
 def run_study(cfg:StudyConfig,        # what to run
               out:str|Path,           # output folder (resumed if it holds results.json)
@@ -150,13 +195,13 @@ def run_study(cfg:StudyConfig,        # what to run
     "Train and evaluate every (direction, variant, seed), saving after each run; then write the report."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if cfg.threads: set_threads(cfg.threads)
-    runs = load_results(out)["runs"] if (out/"results.json").exists() else []
-    done, pools = {_run_key(r) for r in runs}, {}
+    runs = _resumable_runs(out, cfg)
+    done, pools, cache = {_run_key(r) for r in runs}, {}, {}
     for d, v, s in _todo(cfg):
         key = (f"{d[0]}→{d[1]}", v.label if v else "zero-shot", s)
         if key in done: continue
         pool = pools.setdefault(d[1], load_lareqa(d[1], cfg.eval_langs.get(d[1])))
-        rec, qs = run_one(cfg, d, v, s, pool, progress)
+        rec, qs = run_one(cfg, d, v, s, pool, progress, _shared(cfg, pool, cache))
         with atomic_write(out/_csv_name(rec), "w") as f: qs.to_csv(f)
         runs.append(rec); _save_results(out, cfg, runs)
     write_report(out)
@@ -210,6 +255,30 @@ def bootstrap_table(out:str|Path, doc:dict, target:str="hybrid", n:int|None=None
                              "significant": not (r.low <= 0 <= r.high)})
     return pd.DataFrame(rows)
 
+# %% ../nbs/08_tradeoff.ipynb #449e4cbf
+CLAIMS = [("X-X-mono", "cross_map"), ("X-X-mono", "multi_map"), ("X-X-mono", "rank_distance"), ("X-Y", "mono_map")]
+
+def _verdict(diff, low, high, lower_better)->str:
+    if low <= 0 <= high: return "not significant"
+    return "yes" if (diff < 0) == lower_better else "no"
+
+def claims_table(out:str|Path,              # study folder
+                 doc:dict,                  # its results document
+                 boot:pd.DataFrame|None=None, # `bootstrap_table(out, doc)`, if already computed
+                )->pd.DataFrame:            # one row per direction and claim
+    "Whether hybrid beats X-X-mono on cross/multi mAP and rank distance, and X-Y on mono mAP, with 95% intervals."
+    boot = bootstrap_table(out, doc) if boot is None else boot
+    means, rows = summary_table(doc)["mean"], []
+    for d in dict.fromkeys(boot.direction):
+        for other, score in CLAIMS:
+            col, lower = score.removesuffix("_map"), score in LOWER_IS_BETTER
+            r = boot[(boot.direction == d) & (boot.comparison == f"hybrid − {other}") & (boot.score == col)].iloc[0]
+            rows.append({"direction": d, "claim": f"hybrid {'<' if lower else '>'} {other} on {score}",
+                         "diff": r["diff"], "low": r["low"], "high": r["high"],
+                         "relative_%": 100 * r["diff"] / means.loc[(d, other), score],
+                         "holds": _verdict(r["diff"], r["low"], r["high"], lower)})
+    return pd.DataFrame(rows)
+
 # %% ../nbs/08_tradeoff.ipynb #be146b75
 def pareto_mask(x:np.ndarray, # first objective (higher is better)
                 y:np.ndarray, # second objective (higher is better)
@@ -247,11 +316,20 @@ def report_figures(doc:dict)->dict:
     return figs
 
 # %% ../nbs/08_tradeoff.ipynb #c12af63b
+def _claims(out, doc, b):
+    "The claims table when the study has hybrid and both baselines, else an empty frame."
+    names = {r["variant"] for r in doc["runs"]}
+    return claims_table(out, doc, b) if {"hybrid", "X-X-mono", "X-Y"} <= names else pd.DataFrame()
+
 def results_markdown(out:str|Path, doc:dict)->str:
-    "The tables of a study as Markdown: summary, bootstrap intervals, wall times."
+    "The tables of a study as Markdown: summary, the paper's claims, bootstrap intervals, wall times."
     s, b = format_summary(doc), bootstrap_table(out, doc)
+    c = _claims(out, doc, b)
     lines = [f"# Study `{doc['study']['name']}`", "", "Mean ± sd over seeds (mAP and R@k in [0, 1]; rank distance in ranks, lower is less biased).", "",
              s.reset_index().to_markdown(index=False), ""]
+    if len(c):
+        lines += ["## The paper's claims (hybrid against each baseline; 95% interval)", "",
+                  c.to_markdown(index=False, floatfmt=".4f"), ""]
     if len(b):
         lines += ["## Paired bootstrap (per-question scores averaged over seeds; 95% interval)", "",
                   b.to_markdown(index=False, floatfmt=".4f"), ""]
@@ -264,12 +342,14 @@ def results_markdown(out:str|Path, doc:dict)->str:
 def report_html(out:str|Path, doc:dict, figs:dict)->str:
     "A self-contained HTML page: tables and figures (embedded as base64 PNG)."
     s, b = format_summary(doc), bootstrap_table(out, doc)
+    c = _claims(out, doc, b)
+    claims = f"<h2>The paper's claims, 95% intervals</h2>{c.to_html(index=False, float_format=lambda v: f'{v:.4f}')}" if len(c) else ""
     imgs = "".join(f'<figure><img src="data:image/png;base64,{base64.b64encode(v).decode()}"><figcaption>{k}</figcaption></figure>'
                    for k, v in figs.items())
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>hybrid_batch: {doc['study']['name']}</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:auto} table{border-collapse:collapse;font-size:13px}"
             "td,th{border:1px solid #ccc;padding:3px 6px} figure{display:inline-block;margin:6px}</style></head><body>"
-            f"<h1>Study {doc['study']['name']}</h1><p>Mean ± sd over seeds.</p>{s.to_html()}"
+            f"<h1>Study {doc['study']['name']}</h1><p>Mean ± sd over seeds.</p>{s.to_html()}{claims}"
             f"<h2>Paired bootstrap, 95% intervals</h2>{b.to_html(index=False, float_format=lambda v: f'{v:.4f}') if len(b) else '<p>none</p>'}"
             f"<h2>Trade-off</h2>{imgs}<h2>Versions</h2><pre>{json.dumps(doc['versions'], indent=1)}</pre></body></html>")
 

@@ -19,9 +19,9 @@ from .models import load_encoder, tiny_encoder, trim_vocab
 
 # %% auto #0
 __all__ = ['STRATEGY_ALPHA', 'TrainConfig', 'check_config', 'effective_alpha', 'config_from', 'load_pairs', 'run_data',
-           'prefixed', 'run_texts', 'run_model', 'freeze_below', 'embed', 'batch_loss', 'validation_batches',
-           'validation_loss', 'optimizer_for', 'TrainState', 'save_checkpoint', 'load_checkpoint', 'dist_info',
-           'maybe_init_distributed', 'average_gradients', 'TrainResult', 'train']
+           'prefixed', 'run_texts', 'resolve_device', 'run_model', 'freeze_below', 'embed', 'batch_loss',
+           'validation_batches', 'validation_loss', 'optimizer_for', 'TrainState', 'save_checkpoint', 'load_checkpoint',
+           'dist_info', 'maybe_init_distributed', 'average_gradients', 'TrainResult', 'train']
 
 # %% ../nbs/05_train.ipynb #4021bdcf
 STRATEGY_ALPHA = {"x_x_mono": 1.0, "x_y": 0.0}  # "hybrid" takes `alpha` from the config
@@ -57,6 +57,7 @@ class TrainConfig:
     checkpoint_every: int = 25         # steps between checkpoints (0: none)
     output_dir: str|None = None        # where checkpoints, history and the model go (None: nothing saved)
     threads: int|None = None           # torch/faiss threads (default: all cores)
+    device: str = "auto"               # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
 
 # %% ../nbs/05_train.ipynb #ec5ee86d
 def check_config(cfg:TrainConfig)->TrainConfig:
@@ -119,15 +120,24 @@ def run_texts(train:pd.DataFrame, valid:pd.DataFrame, pool=None)->list:
     return pd.concat(parts).dropna().unique().tolist()
 
 # %% ../nbs/05_train.ipynb #a96fe806
+def resolve_device(name:str="auto", # "auto", "cpu", "cuda", "cuda:N" or any torch device name
+                  )->str:           # the device to use
+    "The torch device for `name`: 'auto' is this process's GPU (LOCAL_RANK under torchrun) when CUDA is available, else the CPU."
+    import os
+    cuda = torch.cuda.is_available()
+    if name == "auto": return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if cuda else "cpu"
+    if name.startswith("cuda") and not cuda: raise ValueError(f"device {name!r} requested, but torch sees no CUDA GPU")
+    return name
+
 def run_model(cfg:TrainConfig, texts:list|None=None):
-    "The encoder of a run, trimmed to `texts` and with its embedding table frozen, as configured."
+    "The encoder of a run, trimmed to `texts` and with its embedding table frozen, as configured, on its device."
     torch.manual_seed(cfg.seed)
     model = tiny_encoder(cfg.seed) if cfg.model == "tiny" else load_encoder(cfg.model)
     model.max_seq_length = cfg.max_length
     if cfg.trim_vocab and texts: model = trim_vocab(model, texts)
     if cfg.freeze_embeddings: model[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
     if cfg.train_layers is not None: freeze_below(model, cfg.train_layers)
-    return model
+    return model.to(resolve_device(cfg.device))
 
 # %% ../nbs/05_train.ipynb #5b609a18
 def freeze_below(model, n_top:int)->None:
@@ -143,7 +153,7 @@ def freeze_below(model, n_top:int)->None:
 def embed(model, texts:list, kind:str)->torch.Tensor:
     "Sentence embeddings of `texts` with the prompt for `kind`, keeping the graph for training."
     features = model.tokenize(prefixed(model, texts, kind))
-    return model(features)["sentence_embedding"]
+    return model({k: v.to(model.device) if torch.is_tensor(v) else v for k, v in features.items()})["sentence_embedding"]
 
 # %% ../nbs/05_train.ipynb #3f7c942a
 def batch_loss(model, batch:dict, cfg:TrainConfig)->torch.Tensor:

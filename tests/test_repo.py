@@ -42,6 +42,6 @@ def test_readme_matches_index():
 def test_ci_runs_the_readme_commands():
     "The commands .ci/run executes are the ones the README tells users to run."
     readme, ci = (ROOT/"README.md").read_text(), (ROOT/".ci"/"run").read_text()
-    for cmd in ('python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" -c constraints.txt && .venv/bin/hybrid-batch data --summary',
+    for cmd in ('python3 -m venv .venv && .venv/bin/pip install -e ".[dev]" -c constraints.txt && .venv/bin/hybrid-batch reproduce --config quick --out runs/quick',
                 ".venv/bin/python -m pytest"):
         assert cmd in readme and cmd in ci, cmd
