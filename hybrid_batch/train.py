@@ -165,7 +165,7 @@ def batch_loss(model, batch:dict, cfg:TrainConfig)->torch.Tensor:
 # %% ../nbs/05_train.ipynb #b5529c05
 def validation_batches(valid:pd.DataFrame, cfg:TrainConfig)->list:
     "A fixed list of collated validation batches (same strategy and seed as training)."
-    size = min(cfg.batch_size, valid.group.nunique())
+    size = min(cfg.batch_size, valid.groupby("lang").group.nunique().min())  # an X-X-mono batch needs that many per language
     s = HybridBatchSampler(valid, size, effective_alpha(cfg), seed=cfg.seed, mono_lang=cfg.mono_lang,
                            cross_mode=cfg.cross_mode, num_batches=cfg.valid_batches)
     data = PairsDataset(valid, hard=cfg.hard_negatives, seed=cfg.seed)
