@@ -13,8 +13,8 @@ from .core import DATA_ENV, data_roots, download
 # %% auto #0
 __all__ = ['MIRROR_ENV', 'XQUAD_R_LANGS', 'MLQA_R_LANGS', 'XQUAD_LANGS', 'POOL_LANGS', 'SHA256', 'PAIR_COLUMNS', 'upstream_url',
            'data_file', 'read_json', 'iter_paragraphs', 'answer_sentence', 'parse_paragraph', 'LareqaPool',
-           'load_lareqa', 'pool_summary', 'split_sentences', 'load_xquad', 'load_lareqa_pairs', 'split_by_article',
-           'assert_disjoint', 'pairs_to_dataset', 'pool_to_datasets']
+           'load_lareqa', 'pool_summary', 'split_sentences', 'paragraph_pairs', 'load_xquad', 'load_lareqa_pairs',
+           'split_by_article', 'assert_disjoint', 'pairs_to_dataset', 'pool_to_datasets']
 
 # %% ../nbs/01_data.ipynb #9bd418b6
 MIRROR_ENV = "HYBRID_BATCH_MIRROR"  # environment variable: base URL replacing raw.githubusercontent.com
@@ -221,7 +221,12 @@ def split_sentences(text:str, # a paragraph in a language that ends sentences wi
 # %% ../nbs/01_data.ipynb #d981a2ad
 PAIR_COLUMNS = ["group", "lang", "query", "positive", "context", "article", "sentences", "answer_idx"]
 
-def _pair_rows(par, where, lang, title, breaks):
+def paragraph_pairs(par:dict,   # a SQuAD-format paragraph: context and qas
+                    where:str,  # its location, used in error messages
+                    lang:str,   # language code of the paragraph
+                    title:str,  # article title (the `article` column)
+                    breaks:list, # [start, end) character spans of its sentences
+                   )->list:     # one tuple per question, in `PAIR_COLUMNS` order
     "Pairs of one paragraph, given its sentence spans."
     ctx = _get(par, "context", where)
     sents = [ctx[b:e].strip() for b, e in breaks]
@@ -254,7 +259,7 @@ def load_xquad(langs:list|None=None,    # subset of the 12 XQuAD languages (defa
             if known is not None and ctx not in known:
                 raise ValueError(f"{where}: field 'context' differs from every XQuAD-R paragraph of '{lang}'")
             breaks = known[ctx] if known is not None else split_sentences(ctx)
-            rows += _pair_rows(par, where, lang, title, breaks)
+            rows += paragraph_pairs(par, where, lang, title, breaks)
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 # %% ../nbs/01_data.ipynb #177c932c
@@ -269,7 +274,7 @@ def load_lareqa_pairs(name:str,               # "xquad-r" or "mlqa-r"
         path = data_file(f"lareqa/{name}/{lang}.json", root)
         for ai, title, pi, par, where in iter_paragraphs(read_json(path), path):
             parse_paragraph(par, where)
-            rows += _pair_rows(par, where, lang, title, _get(par, "sentence_breaks", where))
+            rows += paragraph_pairs(par, where, lang, title, _get(par, "sentence_breaks", where))
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 # %% ../nbs/01_data.ipynb #5411e606

@@ -19,7 +19,7 @@ from .models import EMBEDDED, load_encoder
 from .sampler import HybridBatchSampler
 from .losses import loss_from_embeddings
 from .evaluate import lareqa_metrics
-from .tradeoff import Variant, pareto_mask
+from .tradeoff import Variant, frontier_figure
 
 # %% auto #0
 __all__ = ['BABEL_REPO', 'BABEL_SHA256', 'IMAGES', 'LANGS', 'IMAGE_TOWER', 'IMAGE_PREP', 'CAPTION_PREFIX', 'KS', 'EN_ONLY',
@@ -545,17 +545,10 @@ def language_table(per_lang:pd.DataFrame, cols:list=("t2i_r1", "i2t_r1", "zs_acc
 
 # %% ../nbs/09_multimodal.ipynb #6a44a8d6
 def plot_tradeoff(doc:dict, y:str="cross_map", x:str="mono_r1")->plt.Figure:
-    "Seed means of every variant in the (x, y) plane, Pareto-optimal ones ringed (rank distance: lower is better)."
-    s = summary_table(doc)
-    fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=80)
-    mx, my = s[x].to_numpy(), s[y].to_numpy()
-    ax.plot(mx, my, "o")
-    front = pareto_mask(mx, -my if y == "rank_distance" else my)
-    ax.scatter(mx[front], my[front], s=160, facecolors="none", edgecolors="C3", label="Pareto-optimal")
-    for label, a, b in zip(s.index, mx, my): ax.annotate(label, (a, b), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set(xlabel=x, ylabel=y, title=doc["study"]["name"]); ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    "Seed mean ± sd of every variant in the (x, y) plane, Pareto-optimal ones ringed (rank distance: lower is better)."
+    g = runs_frame(doc).groupby("variant", sort=False)
+    pts = pd.DataFrame({"x": g[x].mean(), "y": g[y].mean(), "sx": g[x].std(ddof=1), "sy": g[y].std(ddof=1)})
+    return frontier_figure(pts, x, y, doc["study"]["name"], y == "rank_distance")
 
 def plot_clipscore(per_lang:pd.DataFrame, col:str="clip_matched")->plt.Figure:
     "CLIPScore per language against α (seed means), one line per language."

@@ -16,10 +16,12 @@ from .train import TrainConfig, train, run_model
 from .evaluate import evaluate, paired_bootstrap, pool_prefix
 
 # %% auto #0
-__all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'Variant', 'StudyConfig',
-           'study_config', 'sweep_config', 'question_scores', 'same_below', 'run_one', 'load_results', 'run_study',
-           'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table', 'claims_table',
-           'pareto_mask', 'plot_frontier', 'report_figures', 'results_markdown', 'report_html', 'write_report']
+__all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'PAPER_ID', 'PAPER_SCORES',
+           'PAPER_ROWS', 'STRATEGIES', 'Variant', 'StudyConfig', 'study_config', 'sweep_config', 'question_scores',
+           'same_below', 'run_one', 'load_results', 'run_study', 'runs_frame', 'summary_table', 'format_summary',
+           'seed_mean_scores', 'bootstrap_table', 'claims_table', 'pareto_mask', 'frontier_figure', 'plot_frontier',
+           'report_figures', 'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison',
+           'transfer_table', 'bias_change']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 @dataclass
@@ -132,6 +134,7 @@ def _shared(cfg:StudyConfig, pool, cache:dict):
 # %% ../nbs/08_tradeoff.ipynb #4b0cc6bb
 def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|None, pool, progress:bool=True,
             shared:tuple|None=None, # (base encoder, `PoolPrefix` of `pool`): encode only the trained layers
+            pairs:pd.DataFrame|None=None, # train on this table instead of the direction's data set (see `train.run_data`)
            )->tuple:
     "Train (unless `variant` is None: zero-shot) and evaluate one model; (record, per-question scores)."
     extra, t0 = {}, time.time()
@@ -139,7 +142,7 @@ def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|Non
     else:
         tc = TrainConfig(**{**cfg.train, "train_data": direction[0], "eval_pool": direction[1],
                             "strategy": variant.strategy, "alpha": variant.alpha, "seed": seed})
-        r = train(tc, progress=progress)
+        r = train(tc, progress=progress, pairs=pairs)
         model = r.model
         extra = {"train": {"steps": r.state.step, "best_step": r.state.best_step, "best_valid_loss": r.state.best_loss,
                            "valid_loss": r.history.valid_loss.dropna().tolist(), "seconds": r.wall_seconds,
@@ -289,18 +292,27 @@ def pareto_mask(x:np.ndarray, # first objective (higher is better)
     return ~dom.any(1)
 
 # %% ../nbs/08_tradeoff.ipynb #a0e07101
+def frontier_figure(points:pd.DataFrame, # one row per variant (index = label): x, y and optional sx, sy (sd)
+                    xlabel:str, ylabel:str, title:str,
+                    lower_better:bool=False, # y is better when lower (rank distance)
+                   )->plt.Figure:
+    "Points with ± sd bars; the Pareto-optimal ones (higher x, better y) ringed."
+    fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=80)
+    mx, my = points["x"].to_numpy(float), points["y"].to_numpy(float)
+    sd = lambda c: points[c].fillna(0).to_numpy(float) if c in points else None
+    ax.errorbar(mx, my, xerr=sd("sx"), yerr=sd("sy"), fmt="o", capsize=3)
+    front = pareto_mask(mx, -my if lower_better else my)
+    ax.scatter(mx[front], my[front], s=160, facecolors="none", edgecolors="C3", label="Pareto-optimal")
+    for label, a, b in zip(points.index, mx, my): ax.annotate(str(label), (a, b), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title); ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
 def plot_frontier(doc:dict, direction:str, y:str="cross_map", x:str="mono_map")->plt.Figure:
     "Mean ± sd of every variant of `direction` in the (x, y) plane; Pareto-optimal variants ringed (rank distance: lower is better)."
     s = summary_table(doc).loc[direction]
-    fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=80)
-    mx, my = s["mean"][x].to_numpy(), s["mean"][y].to_numpy()
-    ax.errorbar(mx, my, xerr=s["sd"][x].fillna(0), yerr=s["sd"][y].fillna(0), fmt="o", capsize=3)
-    front = pareto_mask(mx, -my if y in LOWER_IS_BETTER else my)
-    ax.scatter(mx[front], my[front], s=160, facecolors="none", edgecolors="C3", label="Pareto-optimal")
-    for label, a, b in zip(s.index, mx, my): ax.annotate(label, (a, b), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set(xlabel=x, ylabel=y, title=direction); ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    return fig
+    pts = pd.DataFrame({"x": s["mean"][x], "y": s["mean"][y], "sx": s["sd"][x], "sy": s["sd"][y]})
+    return frontier_figure(pts, x, y, direction, y in LOWER_IS_BETTER)
 
 # %% ../nbs/08_tradeoff.ipynb #82575216
 def _png(fig)->bytes:
@@ -363,3 +375,60 @@ def write_report(out:str|Path)->list:
     with atomic_write(out/"results.md", "w") as f: f.write(results_markdown(out, doc))
     with atomic_write(out/"report.html", "w") as f: f.write(report_html(out, doc, figs))
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+
+# %% ../nbs/08_tradeoff.ipynb #a753b14a
+PAPER_ID = "arXiv:2408.10536"  # Elmahdy, Lin & Ahmad: Tables 1 (mAP) and 2 (rank distance)
+PAPER_SCORES = ["mono_map", "cross_map", "multi_map", "rank_distance"]
+PAPER_ROWS = [  # (model, variant, evaluation pool, *PAPER_SCORES)
+    ("XLM-R", "X-X-mono", "xquad-r", .792, .674, .547, 410), ("XLM-R", "X-X-mono", "mlqa-r", .648, .584, .473, 288),
+    ("XLM-R", "X-Y", "xquad-r", .755, .700, .593, 295), ("XLM-R", "X-Y", "mlqa-r", .626, .620, .508, 227),
+    ("XLM-R", "hybrid", "xquad-r", .798, .705, .593, 287), ("XLM-R", "hybrid", "mlqa-r", .648, .623, .512, 227),
+    ("LaBSE", "X-X-mono", "xquad-r", .808, .752, .652, 262), ("LaBSE", "X-X-mono", "mlqa-r", .681, .656, .550, 225),
+    ("LaBSE", "X-Y", "xquad-r", .801, .762, .679, 225), ("LaBSE", "X-Y", "mlqa-r", .671, .677, .576, 198),
+    ("LaBSE", "hybrid", "xquad-r", .817, .767, .682, 221), ("LaBSE", "hybrid", "mlqa-r", .686, .681, .579, 195)]
+
+def paper_table()->pd.DataFrame:
+    "The paper's rows, indexed by (evaluation pool, source, variant)."
+    df = pd.DataFrame(PAPER_ROWS, columns=["source", "variant", "pool", *PAPER_SCORES])
+    return df.assign(source=f"{PAPER_ID} " + df.source).set_index(["pool", "source", "variant"])
+
+# %% ../nbs/08_tradeoff.ipynb #92dac4e8
+def paper_comparison(doc:dict,                 # a study's results (`load_results`)
+                     model:str="e5-small",     # how our rows are labelled
+                    )->pd.DataFrame:           # (pool, source, variant) × PAPER_SCORES
+    "Our seed means beside the paper's rows, pool by pool (different model and data: orderings transfer, values do not)."
+    m, pools = summary_table(doc)["mean"][PAPER_SCORES], {r["direction"]: r["pool"] for r in doc["runs"]}
+    ours = m.reset_index()
+    ours["pool"] = ours.direction.map(pools)
+    ours["source"] = [f"ours {model}, trained on {d.split('→')[0]}" for d in ours.direction]
+    ours = ours.set_index(["pool", "source", "variant"])[PAPER_SCORES]
+    paper = paper_table()
+    return pd.concat([pd.concat([paper.xs(p, drop_level=False), ours.xs(p, drop_level=False)])
+                      for p in dict.fromkeys(paper.index.get_level_values("pool")) if p in ours.index])
+
+# %% ../nbs/08_tradeoff.ipynb #d6127769
+STRATEGIES = ["X-X-mono", "X-Y", "hybrid"]
+
+def _ranking(s:pd.Series, lower_better:bool)->str:
+    s = s.sort_values(ascending=lower_better, kind="stable")
+    return "".join(f"{' = ' if i and v == s.iloc[i - 1] else ' > ' if i else ''}{k}" for i, (k, v) in enumerate(s.items()))
+
+def transfer_table(cmp:pd.DataFrame)->pd.DataFrame: # from `paper_comparison`
+    "Strategy rankings per (pool, score) for every source, and whether ours agree with the paper's."
+    rows = []
+    for pool in dict.fromkeys(cmp.index.get_level_values("pool")):
+        t = cmp.xs(pool)
+        for score in PAPER_SCORES:
+            r = {"pool": pool, "score": score}
+            for src in dict.fromkeys(t.index.get_level_values("source")):
+                r[src.split(",")[0]] = _ranking(t.xs(src)[score].reindex(STRATEGIES), score in LOWER_IS_BETTER)
+            ours, paper = [v for k, v in r.items() if k.startswith("ours")], [v for k, v in r.items() if k.startswith(PAPER_ID)]
+            r["ours = " + " / ".join(k.removeprefix(PAPER_ID + " ") for k in r if k.startswith(PAPER_ID))] = " / ".join(
+                "yes" if ours and ours[0] == p else "no" for p in paper)
+            rows.append(r)
+    return pd.DataFrame(rows).set_index(["pool", "score"])
+
+def bias_change(cmp:pd.DataFrame)->pd.DataFrame: # from `paper_comparison`
+    "Rank distance per source and pool, and the change of hybrid and X-Y against X-X-mono (%)."
+    rd = cmp["rank_distance"].unstack("variant").reindex(cmp.index.droplevel("variant").unique())[STRATEGIES]
+    return rd.assign(**{f"{v} vs X-X-mono (%)": 100 * (rd[v] / rd["X-X-mono"] - 1) for v in ("hybrid", "X-Y")})

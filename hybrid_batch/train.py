@@ -99,9 +99,14 @@ def load_pairs(name:str, langs:list|None=None)->pd.DataFrame:
     return load_xquad(langs) if name == "xquad" else load_lareqa_pairs(name, langs)
 
 # %% ../nbs/05_train.ipynb #e55bb4f8
-def run_data(cfg:TrainConfig)->tuple:
+def run_data(cfg:TrainConfig,                 # the run
+             pairs:pd.DataFrame|None=None,  # a pairs table to train on instead of `cfg.train_data` (e.g. machine-translated)
+            )->tuple:
     "(training pairs, validation pairs, evaluation pool or None), checked disjoint from the pool."
-    train, valid = split_by_article(load_pairs(cfg.train_data, cfg.langs), cfg.valid_frac, cfg.seed)
+    if pairs is None: pairs = load_pairs(cfg.train_data, cfg.langs)
+    elif missing := [c for c in ("group", "lang", "query", "positive", "article") if c not in pairs]:
+        raise ValueError(f"pairs table lacks column(s) {missing}")
+    train, valid = split_by_article(pairs, cfg.valid_frac, cfg.seed)
     pool = load_lareqa(cfg.eval_pool) if cfg.eval_pool else None
     if pool is not None: assert_disjoint(pd.concat([train, valid]), pool)
     return train, valid, pool
@@ -333,11 +338,12 @@ def train(cfg:TrainConfig,         # the run
           resume:bool=False,       # continue from `output_dir/checkpoint` if it exists
           progress:bool=True,      # show a progress bar with the loss
           stop_at:int|None=None,   # abandon the run after this step, as if killed (for tests and demos)
+          pairs:pd.DataFrame|None=None, # train on this pairs table instead of `cfg.train_data` (see `run_data`)
          )->TrainResult|None:
     "Fine-tune an encoder with X-X-mono / X-Y / hybrid batches, early stopping on the validation loss."
     t0 = time.time(); check_config(cfg)
     if cfg.threads: set_threads(cfg.threads)
-    train_pairs, valid_pairs, pool = run_data(cfg)
+    train_pairs, valid_pairs, pool = run_data(cfg, pairs)
     model = run_model(cfg, run_texts(train_pairs, valid_pairs, pool))
     world, rank = maybe_init_distributed()  # after building: transformers saves only on rank 0 inside a group
     sampler = HybridBatchSampler(train_pairs, cfg.batch_size, effective_alpha(cfg), seed=cfg.seed,

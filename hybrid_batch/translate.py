@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 from .core import atomic_write, cache_dir
-from .data import PAIR_COLUMNS, iter_paragraphs, read_json, split_sentences, _pair_rows
+from .data import PAIR_COLUMNS, iter_paragraphs, read_json, split_sentences, paragraph_pairs
 
 # %% auto #0
 __all__ = ['ISO_639_3', 'APERTIUM_PACKAGES', 'NLLB_CODES', 'Translator', 'FastTranslate', 'parse_modes', 'apertium_packages',
@@ -31,6 +31,7 @@ class Translator:
     def pairs(self)->list: raise NotImplementedError
     def _translate(self, texts:list, src:str, tgt:str)->list: raise NotImplementedError
     def _hint(self, src:str, tgt:str)->str: return ""
+    def model_id(self, src:str, tgt:str)->str: return self.model # what a cached (src, tgt) translation depends on
 
     def check_pair(self, src:str, tgt:str)->None:
         "Raise `ValueError` naming the pair and listing the pairs this translator can do."
@@ -143,6 +144,13 @@ class Apertium(Translator):
         except ValueError: return ""
         return f" (install it with `{line}`, or install_apertium([('{src}', '{tgt}')]))"
 
+    def model_id(self, src, tgt):
+        "Engine version and the installed version of the pair's Debian package: new dictionaries, new cache entries."
+        try: pkg = apertium_packages([(src, tgt)])[0]
+        except ValueError: return f"{self.model} | {self.modes.get((src, tgt), '?')}"
+        r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True) if shutil.which("dpkg-query") else None
+        return f"{self.model} | {pkg} {r.stdout.strip() if r is not None and r.returncode == 0 else 'version unknown'}"
+
     def _translate(self, texts, src, tgt):
         lines = "\n".join(" ".join(t.split()) for t in texts) + "\n"
         r = subprocess.run(["apertium", "-u", "-f", "line", self.modes[(src, tgt)]], input=lines, capture_output=True,
@@ -166,6 +174,8 @@ class Pivot(Translator):
 
     def _translate(self, texts, src, tgt):
         return self.second.translate(self.first.translate(texts, src, self.via), self.via, tgt)
+
+    def model_id(self, src, tgt): return f"{self.first.model_id(src, self.via)} | via {self.via} | {self.second.model_id(self.via, tgt)}"
 
 # %% ../nbs/01b_translate.ipynb #75e62b07
 NLLB_CODES = {"en": "eng_Latn", "es": "spa_Latn", "pt": "por_Latn", "de": "deu_Latn", "ar": "arb_Arab", "el": "ell_Grek",
@@ -267,7 +277,8 @@ def cached_translate(texts:list,                  # texts in `src` (repeats are 
     "Translations of `texts`, from the cache where present; the rest translated in batches and stored."
     translator.check_pair(src, tgt)
     cache = cache or TranslationCache()
-    keys = {t: cache.key(translator.backend, translator.model, src, tgt, t) for t in dict.fromkeys(texts)}
+    mid = translator.model_id(src, tgt)
+    keys = {t: cache.key(translator.backend, mid, src, tgt, t) for t in dict.fromkeys(texts)}
     done = {t: v for t, k in keys.items() if (v := cache.get(k)) is not None}
     todo = [t for t in keys if t not in done]
     with tqdm(total=len(todo), desc=f"{translator.backend} {src}→{tgt}", disable=not progress or not todo) as bar:
@@ -310,7 +321,7 @@ def squad_pairs(path:str|Path, # a SQuAD-format JSON file
     "Pairs table of a SQuAD-format file, sentences split by rule (`split_sentences`)."
     rows = []
     for ai, title, pi, par, where in iter_paragraphs(read_json(path), path):
-        rows += _pair_rows(par, where, lang, title, split_sentences(par.get("context", "") if isinstance(par, dict) else ""))
+        rows += paragraph_pairs(par, where, lang, title, split_sentences(par.get("context", "") if isinstance(par, dict) else ""))
     return pd.DataFrame(rows, columns=PAIR_COLUMNS)
 
 # %% ../nbs/01b_translate.ipynb #e1441705

@@ -69,3 +69,16 @@ def test_fifty_real_steps_lower_validation_loss(strategy):
     v = r.history.valid_loss.dropna().tolist()
     print(strategy, v, f"{r.wall_seconds:.0f} s")
     assert v[-1] < v[0]
+
+def test_train_on_a_given_pairs_table():
+    "A pairs table (e.g. machine-translated) replaces the named data set; a table without the needed columns is refused."
+    from hybrid_batch.data import load_xquad
+    from hybrid_batch.train import run_data
+    pairs = load_xquad(["en", "es"])
+    es = pairs[pairs.lang == "es"].head(200)
+    tr, va, pool = run_data(TrainConfig(**TINY), es)
+    assert set(tr.lang) | set(va.lang) == {"es"} and len(tr) + len(va) == 200 and pool is None
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['article'\]"):
+        run_data(TrainConfig(**TINY), es.drop(columns="article"))
+    r = train(TrainConfig(**dict(TINY, max_steps=3, langs=None)), progress=False, pairs=pairs[pairs.lang.isin(["en", "es"])])
+    assert r.state.step == 3 and set(r.report["lang_pairs"]) == {"en-en", "en-es", "es-en", "es-es"}  # the epoch's plan: only en, es

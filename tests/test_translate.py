@@ -177,3 +177,17 @@ def test_squad_pairs_own_data(tmp_path):
     (tmp_path/"bad.json").write_text(__import__("json").dumps(doc))
     with pytest.raises(ValueError, match=r"bad.json: article 0 \('T'\), paragraph 0: missing field 'context'"):
         squad_pairs(tmp_path/"bad.json")
+
+@needs_apertium
+def test_apertium_cache_key_follows_pair_package(tmp_path):
+    "A new Debian version of a pair's dictionaries is a new model: its translations get new cache keys."
+    ap = Apertium()
+    ver = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "apertium-eng-spa"], capture_output=True, text=True, check=True).stdout
+    assert ap.model_id("en", "es") == f"{ap.model} | apertium-eng-spa {ver}"
+    assert ap.model_id("en", "es") != ap.model_id("pt", "es")
+    piv = Pivot(FastTranslate(), ap, "pt")
+    assert piv.model_id("en", "es") == f"{FastTranslate().model} | via pt | {ap.model_id('pt', 'es')}"
+    cache = TranslationCache(tmp_path)
+    cached_translate(["The cat sleeps."], "en", "es", ap, cache, progress=False)
+    assert cache.get(cache.key("apertium", ap.model_id("en", "es"), "en", "es", "The cat sleeps.")) is not None
+    assert cache.get(cache.key("apertium", ap.model, "en", "es", "The cat sleeps.")) is None
