@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from PIL import Image
-from .core import atomic_write, cache_dir, download, sha256_file
-from .data import MIRROR_ENV, _check_langs
+from .core import atomic_write, cache_dir, download, recorded_sha, sha256_file
+from .data import MIRROR_ENV, check_langs, github_raw
 from .models import EMBEDDED, tiny_tokenizer
 from .evaluate import lareqa_metrics
 from .multimodal import (DualProjection, caption_embeddings, caption_image_pool, clipscore_table,
@@ -21,41 +21,13 @@ from .multimodal import (DualProjection, caption_embeddings, caption_image_pool,
 # %% auto #0
 __all__ = ['CAPTION_COLUMNS', 'XTD10_ENV', 'XTD10_IMAGES', 'XTD10_CAPTIONS', 'XTD10_LANGS', 'XTD10', 'COCO_BASE', 'MULTI30K_ENV',
            'MULTI30K_IMAGES', 'MULTI30K_CAPTIONS', 'MULTI30K_LANGS', 'MULTI30K', 'IMAGENET_SAMPLE_REPO',
-           'MCLIP_REVISION', 'github_raw', 'recorded_sha', 'fetch_recorded', 'cached_ok', 'Source', 'source_file',
-           'read_lines', 'read_image_names', 'parallel_captions', 'load_xtd10', 'coco_image_url', 'fetch_coco_images',
-           'image_paths', 'load_multi30k', 'write_image_manifest', 'imagenet_manifest', 'verify_images',
-           'fetch_imagenet_sample', 'as_rgb', 'l2_rows', 'Towers', 'ProjectionTowers', 'require', 'OpenClipTowers',
-           'MClipText', 'load_mclip_text', 'save_mclip_text', 'hub_folder', 'MClipTowers', 'tiny_mclip',
-           'caption_matrix', 'retrieval_table', 'evaluate_towers']
-
-# %% ../nbs/09b_caption_sets.ipynb #de549473
-def github_raw(repo:str,   # "owner/name"
-               commit:str, # the pinned commit
-               path:str,   # file path inside the repository
-              )->str:      # raw URL (`$HYBRID_BATCH_MIRROR` replaces the host)
-    "Raw URL of a file in a GitHub repository at a pinned commit."
-    base = os.environ.get(MIRROR_ENV, "https://raw.githubusercontent.com").rstrip("/")
-    return f"{base}/{repo}/{commit}/{urllib.parse.quote(path)}"
+           'MCLIP_REVISION', 'cached_ok', 'Source', 'source_file', 'read_lines', 'read_image_names',
+           'parallel_captions', 'load_xtd10', 'coco_image_url', 'fetch_coco_images', 'image_paths', 'load_multi30k',
+           'write_image_manifest', 'imagenet_manifest', 'verify_images', 'fetch_imagenet_sample', 'as_rgb', 'l2_rows',
+           'Towers', 'ProjectionTowers', 'require', 'OpenClipTowers', 'MClipText', 'load_mclip_text', 'save_mclip_text',
+           'hub_folder', 'MClipTowers', 'tiny_mclip', 'caption_matrix', 'retrieval_table', 'evaluate_towers']
 
 # %% ../nbs/09b_caption_sets.ipynb #91314481
-def recorded_sha(path:Path)->Path: # the file holding `path`'s recorded SHA-256
-    "Where the SHA-256 of a download without a pinned checksum is recorded: `name.sha256` beside it."
-    return path.with_name(path.name + ".sha256")
-
-def fetch_recorded(url:str,              # where to fetch from (https, http or file)
-                   dest:str|Path,        # final file name
-                   sha256:str|None=None, # pinned SHA-256; None: record the SHA-256 of this first download
-                   timeout:float=60,     # seconds before giving up on the connection
-                  )->Path:               # `dest`
-    "Fetch `url` into `dest` atomically: verified against `sha256`, or with its SHA-256 recorded beside it."
-    if sha256: return download(url, dest, sha256, timeout)
-    dest, h = Path(dest), hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout) as r, atomic_write(dest) as f:
-        for block in iter(lambda: r.read(1 << 20), b""):
-            h.update(block); f.write(block)
-        with atomic_write(recorded_sha(dest), "w") as g: g.write(h.hexdigest() + "\n")
-    return dest
-
 def cached_ok(path:Path,          # a file in the download cache
               sha256:str|None,    # its pinned SHA-256, or None if only recorded
              )->bool:             # True if the file can be used as it is
@@ -92,7 +64,7 @@ def source_file(src:Source,                # the data set
     commit, sha = src.files[path]
     dest = cache_dir("data", src.name)/path
     if cached_ok(dest, sha): return dest
-    try: return fetch_recorded(github_raw(src.repo, commit, path), dest, sha)
+    try: return download(github_raw(src.repo, commit, path), dest, sha)
     except OSError as e:
         raise FileNotFoundError(f"{src.name}: {path} is not on disk and could not be downloaded ({e}); offline, set "
                                 f"{src.env} to a clone of github.com/{src.repo}, or pass folder=...") from None
@@ -153,7 +125,7 @@ def load_xtd10(langs:list|None=None,        # subset of XTD10_LANGS (default: al
                folder:str|Path|None=None,   # a local copy of the repository (default: $HYBRID_BATCH_XTD10, cache, download)
               )->pd.DataFrame:              # image (COCO file name), lang, caption
     "XTD10's 1000 COCO images with one caption per language, checked for alignment."
-    langs = _check_langs(langs, XTD10_LANGS, "xtd10")
+    langs = check_langs(langs, XTD10_LANGS, "xtd10")
     images = read_image_names(source_file(XTD10, XTD10_IMAGES, folder))
     return parallel_captions(images, {l: source_file(XTD10, XTD10_CAPTIONS[l], folder) for l in langs})
 
@@ -178,7 +150,7 @@ def fetch_coco_images(names:list,               # COCO 2014 file names
     out = {}
     for n in names:
         p = dest/n
-        if not cached_ok(p, None): fetch_recorded(coco_image_url(n, base), p)
+        if not cached_ok(p, None): download(coco_image_url(n, base), p, None)
         out[n] = p
     return out
 
@@ -209,7 +181,7 @@ def load_multi30k(langs:list|None=None,              # subset of EN DE FR CS (de
                   image_folder:str|Path|None=None,   # your Flickr30K photos: if given, every one must be there
                  )->pd.DataFrame:                    # image (Flickr30K file name), lang, caption
     "Multi30K task 1 test 2016: 1000 Flickr30K images with an English caption and its DE, FR, CS translations."
-    langs = _check_langs(langs, MULTI30K_LANGS, "multi30k")
+    langs = check_langs(langs, MULTI30K_LANGS, "multi30k")
     images = read_image_names(source_file(MULTI30K, MULTI30K_IMAGES, folder))
     if image_folder is not None: image_paths(images, image_folder)
     return parallel_captions(images, {l: source_file(MULTI30K, MULTI30K_CAPTIONS[l], folder) for l in langs})

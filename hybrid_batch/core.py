@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DATA_ENV', 'CACHE_ENV', 'cache_dir', 'data_roots', 'atomic_write', 'sha256_file', 'download', 'set_threads']
+__all__ = ['DATA_ENV', 'CACHE_ENV', 'cache_dir', 'data_roots', 'atomic_write', 'sha256_file', 'recorded_sha', 'download',
+           'set_threads']
 
 # %% ../nbs/00_core.ipynb #290ae788
 DATA_ENV = "HYBRID_BATCH_DATA"    # environment variable: a local folder holding the data sets
@@ -66,17 +67,24 @@ def sha256_file(path:str|Path, # file to hash
     return h.hexdigest()
 
 # %% ../nbs/00_core.ipynb #bbd6174e
+def recorded_sha(path:str|Path)->Path: # the file holding `path`'s recorded SHA-256
+    "Where `download` records the SHA-256 of a file fetched without a pinned checksum: `name.sha256` beside it."
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
 def download(url:str,      # where to fetch from
              dest:str|Path, # final file name
-             sha256:str,   # expected SHA-256 of the content
+             sha256:str|None, # expected SHA-256 of the content; None: record it in `recorded_sha(dest)` instead
              timeout:float=60, # seconds before giving up on the connection
             )->Path:       # `dest`, written only if the checksum matched
-    "Fetch `url` into `dest` atomically, verifying its SHA-256; a mismatch raises and leaves no file."
+    "Fetch `url` into `dest` atomically, verifying its SHA-256 (or recording it); a mismatch raises and leaves no file."
     h = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=timeout) as r, atomic_write(dest) as f:
         for block in iter(lambda: r.read(1 << 20), b""):
             h.update(block); f.write(block)
-        if h.hexdigest() != sha256:
+        if sha256 is None:  # the record lands before the file: a file in place always has its record
+            with atomic_write(recorded_sha(dest), "w") as g: g.write(h.hexdigest() + "\n")
+        elif h.hexdigest() != sha256:
             raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256}, got {h.hexdigest()}; "
                              f"nothing was written to {dest}")
     return Path(dest)

@@ -4,17 +4,18 @@
 
 # %% ../nbs/01_data.ipynb #fac6805e
 from __future__ import annotations
-import json, os, re
+import json, os, re, urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
 from .core import DATA_ENV, data_roots, download
 
 # %% auto #0
-__all__ = ['MIRROR_ENV', 'XQUAD_R_LANGS', 'MLQA_R_LANGS', 'XQUAD_LANGS', 'POOL_LANGS', 'SHA256', 'PAIR_COLUMNS', 'upstream_url',
-           'data_file', 'read_json', 'iter_paragraphs', 'answer_sentence', 'parse_paragraph', 'LareqaPool',
-           'load_lareqa', 'pool_summary', 'split_sentences', 'paragraph_pairs', 'load_xquad', 'load_lareqa_pairs',
-           'split_by_article', 'assert_disjoint', 'pairs_to_dataset', 'pool_to_datasets']
+__all__ = ['MIRROR_ENV', 'XQUAD_R_LANGS', 'MLQA_R_LANGS', 'XQUAD_LANGS', 'POOL_LANGS', 'SHA256', 'PAIR_COLUMNS', 'github_raw',
+           'upstream_url', 'data_file', 'read_json', 'iter_paragraphs', 'answer_sentence', 'parse_paragraph',
+           'LareqaPool', 'check_langs', 'load_lareqa', 'pool_summary', 'split_sentences', 'paragraph_pairs',
+           'load_xquad', 'load_lareqa_pairs', 'split_by_article', 'assert_disjoint', 'pairs_to_dataset',
+           'pool_to_datasets']
 
 # %% ../nbs/01_data.ipynb #9bd418b6
 MIRROR_ENV = "HYBRID_BATCH_MIRROR"  # environment variable: base URL replacing raw.githubusercontent.com
@@ -64,13 +65,20 @@ SHA256 = {
 }
 
 # %% ../nbs/01_data.ipynb #1ee902cc
+def github_raw(repo:str,   # "owner/name"
+               commit:str, # the pinned commit
+               path:str,   # file path inside the repository
+              )->str:      # raw URL (`$HYBRID_BATCH_MIRROR` replaces the host)
+    "Raw URL of a file in a GitHub repository at a pinned commit."
+    base = os.environ.get(MIRROR_ENV, "https://raw.githubusercontent.com").rstrip("/")
+    return f"{base}/{repo}/{commit}/{urllib.parse.quote(path)}"
+
 def upstream_url(relpath:str, # file inside a data root, e.g. "lareqa/xquad-r/ar.json"
                 )->str:       # raw URL at the pinned commit
     "Raw URL of a data file in its upstream repository at the pinned commit (`$HYBRID_BATCH_MIRROR` replaces the host)."
     folder, name = relpath.rsplit("/", 1)
     repo, commit, up = _UPSTREAM[folder]
-    base = os.environ.get(MIRROR_ENV, "https://raw.githubusercontent.com").rstrip("/")
-    return f"{base}/{repo}/{commit}/{up + '/' if up else ''}{name}"
+    return github_raw(repo, commit, f"{up + '/' if up else ''}{name}")
 
 # %% ../nbs/01_data.ipynb #ec5c0359
 def data_file(relpath:str,               # file inside a data root, e.g. "xquad/xquad.de.json"
@@ -156,7 +164,11 @@ class LareqaPool:
         return f"LareqaPool({self.name!r}, langs={self.langs}, {len(self.questions)} questions, {len(self.candidates)} candidates)"
 
 # %% ../nbs/01_data.ipynb #8ccb8800
-def _check_langs(langs, valid, what):
+def check_langs(langs:list|str|None, # language codes asked for (None: all valid ones)
+                valid:list,            # the codes the data set has
+                what:str,              # data set name, for the error message
+               )->list:                # the codes, checked
+    "The requested language codes, all of them if None; an unknown code raises naming it and the valid ones."
     if langs is None: return list(valid)
     if isinstance(langs, str): langs = [langs]
     bad = [l for l in langs if l not in valid]
@@ -192,7 +204,7 @@ def load_lareqa(name:str,               # "xquad-r" or "mlqa-r"
                )->LareqaPool:
     "Build a LAReQA pool exactly as the paper: every sentence is a candidate, relevance crosses languages."
     if name not in POOL_LANGS: raise ValueError(f"unknown pool {name!r}; choose one of {list(POOL_LANGS)}")
-    langs = _check_langs(langs, POOL_LANGS[name], name)
+    langs = check_langs(langs, POOL_LANGS[name], name)
     qs, cands, answers = [], [], []
     for lang in langs:
         q, c, a = _read_lareqa_lang(data_file(f"lareqa/{name}/{lang}.json", root), lang)
@@ -252,7 +264,7 @@ def load_xquad(langs:list|None=None,    # subset of the 12 XQuAD languages (defa
               )->pd.DataFrame:          # one row per (question, language): PAIR_COLUMNS
     "Parallel (question, answer sentence) training pairs from XQuAD, grouped by question id."
     rows = []
-    for lang in _check_langs(langs, XQUAD_LANGS, "xquad"):
+    for lang in check_langs(langs, XQUAD_LANGS, "xquad"):
         path, known = data_file(f"xquad/xquad.{lang}.json", root), _lareqa_breaks(lang, root)
         for ai, title, pi, par, where in iter_paragraphs(read_json(path), path):
             ctx = _get(par, "context", where)
@@ -270,7 +282,7 @@ def load_lareqa_pairs(name:str,               # "xquad-r" or "mlqa-r"
     "Training pairs (question, same-language answer sentence) from a LAReQA pool's files."
     if name not in POOL_LANGS: raise ValueError(f"unknown pool {name!r}; choose one of {list(POOL_LANGS)}")
     rows = []
-    for lang in _check_langs(langs, POOL_LANGS[name], name):
+    for lang in check_langs(langs, POOL_LANGS[name], name):
         path = data_file(f"lareqa/{name}/{lang}.json", root)
         for ai, title, pi, par, where in iter_paragraphs(read_json(path), path):
             parse_paragraph(par, where)

@@ -14,7 +14,7 @@ import matplotlib; import matplotlib.pyplot as plt
 from PIL import Image
 from safetensors.numpy import save as safetensors_bytes, load as safetensors_load
 from .core import DATA_ENV, atomic_write, cache_dir, data_roots, download, sha256_file, set_threads
-from .data import MIRROR_ENV, LareqaPool, read_json
+from .data import LareqaPool, github_raw, read_json
 from .models import EMBEDDED, load_encoder
 from .sampler import HybridBatchSampler
 from .losses import loss_from_embeddings
@@ -52,8 +52,7 @@ def babel_file(name:str,                # "babel_imagenet-298.json" or "nllb_dis
     for r in roots:
         if (r/rel).is_file(): return r/rel
     if root is not None: raise FileNotFoundError(f"{rel} not found in the data folder {root}")
-    base = os.environ.get(MIRROR_ENV, "https://raw.githubusercontent.com").rstrip("/")
-    try: return download(f"{base}/{BABEL_REPO[0]}/{BABEL_REPO[1]}/data/{name}", roots[-1]/rel, BABEL_SHA256[name])
+    try: return download(github_raw(*BABEL_REPO, f"data/{name}"), roots[-1]/rel, BABEL_SHA256[name])
     except OSError as e:
         raise FileNotFoundError(f"{rel} is not on disk and could not be downloaded ({e}); offline, set {DATA_ENV} "
                                 f"to a folder holding {rel}") from None

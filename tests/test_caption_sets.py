@@ -6,8 +6,9 @@ import pytest, torch
 import hybrid_batch.caption_sets as cs
 from hybrid_batch.caption_sets import (CAPTION_COLUMNS, IMAGENET_SAMPLE_REPO, MULTI30K, MULTI30K_CAPTIONS, MULTI30K_IMAGES,
     XTD10, XTD10_CAPTIONS, XTD10_ENV, XTD10_IMAGES, XTD10_LANGS, MClipTowers, Towers, caption_matrix, evaluate_towers,
-    fetch_imagenet_sample, imagenet_manifest, load_mclip_text, load_multi30k, load_xtd10, recorded_sha, require,
+    fetch_imagenet_sample, imagenet_manifest, load_mclip_text, load_multi30k, load_xtd10, require,
     retrieval_table, source_file, tiny_mclip, verify_images)
+from hybrid_batch.core import recorded_sha
 from hybrid_batch.data import MIRROR_ENV
 from hybrid_batch.multimodal import image_files
 
