@@ -4,7 +4,7 @@
 
 # %% ../nbs/09b_caption_sets.ipynb #fdd0ca4d
 from __future__ import annotations
-import gzip, hashlib, importlib, io, json, os, re, shutil, tempfile, urllib.parse, urllib.request
+import gzip, importlib, json, os, re, shutil, tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -267,10 +267,6 @@ class Towers:
         return self._encode(self.text_batch, texts)
 
 # %% ../nbs/09b_caption_sets.ipynb #adb10c0c
-def _image_file(im:Image.Image):
-    buf = io.BytesIO(); im.save(buf, format="PNG"); buf.seek(0)
-    return buf
-
 class ProjectionTowers(Towers):
     "The multimodal chapter's frozen towers (EfficientNet-Lite0, embedded e5) through trained `DualProjection` heads."
     batch_size = 256  # the caption encoder is loaded once per batch
@@ -280,7 +276,7 @@ class ProjectionTowers(Towers):
         self.model, self.encoder, self.net = model.eval(), encoder, load_image_tower()
 
     def image_batch(self, images:list)->torch.Tensor:
-        x = torch.from_numpy(np.stack([preprocess(_image_file(im)) for im in images]))
+        x = torch.from_numpy(np.stack([preprocess(im) for im in images]))
         return self.model.encode_image(pooled_features(self.net, x))
 
     def text_batch(self, texts:list)->torch.Tensor:

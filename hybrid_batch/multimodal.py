@@ -148,9 +148,10 @@ def load_image_tower()->nn.Module:
     net.load_state_dict(sd)
     return net.eval()
 
-def preprocess(path:str|Path, size:int=224, resize:int=256)->np.ndarray: # (3, size, size) float32
-    "Load a photo: shorter side to `resize`, centre crop `size`, scale to about [-1, 1]."
-    im = Image.open(path).convert("RGB")
+def preprocess(image:str|Path|Image.Image, # a photo file or a PIL image
+               size:int=224, resize:int=256)->np.ndarray: # (3, size, size) float32
+    "Prepare a photo: shorter side to `resize`, centre crop `size`, scale to about [-1, 1]."
+    im = image.convert("RGB") if isinstance(image, Image.Image) else Image.open(image).convert("RGB")
     w, h = im.size; s = resize / min(w, h)
     im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
     w, h = im.size; l, t = (w - size) // 2, (h - size) // 2
