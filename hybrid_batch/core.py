@@ -4,13 +4,14 @@
 
 # %% ../nbs/00_core.ipynb #a68a2291
 from __future__ import annotations
-import hashlib, os, tempfile, urllib.request
+import ctypes, errno, hashlib, json, math, numbers, os, shutil, tempfile, urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DATA_ENV', 'CACHE_ENV', 'cache_dir', 'data_roots', 'atomic_write', 'sha256_file', 'recorded_sha', 'download',
-           'set_threads']
+__all__ = ['DATA_ENV', 'CACHE_ENV', 'cache_dir', 'data_roots', 'atomic_write', 'fsync_dir', 'fsync_tree', 'discard_dir',
+           'recover_dir', 'replace_dir', 'atomic_dir', 'json_safe', 'write_json', 'sha256_file', 'recorded_sha',
+           'download', 'set_threads']
 
 # %% ../nbs/00_core.ipynb #290ae788
 DATA_ENV = "HYBRID_BATCH_DATA"    # environment variable: a local folder holding the data sets
@@ -56,6 +57,96 @@ def atomic_write(path:str|Path, # final file name
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+# %% ../nbs/00_core.ipynb #53f82dd5
+def fsync_dir(path:str|Path)->None: # a folder whose entries (renames, new files) must reach the disk
+    "Flush a folder's directory entries to disk (a no-op where folders cannot be opened, e.g. Windows)."
+    try: fd = os.open(path, os.O_RDONLY)
+    except OSError: return
+    try: os.fsync(fd)
+    except OSError: pass
+    finally: os.close(fd)
+
+def fsync_tree(path:str|Path)->None: # a folder just written
+    "Flush every file under `path`, then its folders, to disk."
+    for p in sorted(Path(path).rglob("*")):
+        if p.is_file():
+            with open(p, "rb") as f: os.fsync(f.fileno())
+    for p in [*sorted(q for q in Path(path).rglob("*") if q.is_dir()), Path(path)]: fsync_dir(p)
+
+# %% ../nbs/00_core.ipynb #be8bad88
+def _exchange(a:Path, b:Path)->bool:
+    "Swap two paths atomically with Linux's `renameat2(RENAME_EXCHANGE)`; False where that is unavailable."
+    try: fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError): return False
+    AT_FDCWD, RENAME_EXCHANGE = -100, 2
+    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0: return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP): return False
+    raise OSError(err, os.strerror(err), str(b))
+
+def discard_dir(path:str|Path)->None: # a folder (or file) to delete
+    "Rename `path` to a hidden `.trash-` name beside it, then delete it: never half-deleted under its own name."
+    path = Path(path)
+    if not path.exists(): return
+    trash = Path(tempfile.mkdtemp(dir=path.parent, prefix=".trash-"))
+    os.rename(path, trash/path.name)
+    shutil.rmtree(trash, ignore_errors=True)
+
+def _old(dest:Path)->Path: return dest.with_name(f".{dest.name}.old")
+
+def recover_dir(dest:str|Path)->Path: # a folder written by `replace_dir`
+    "Undo a switch that a crash cut between its two renames: put `.NAME.old` back as `NAME`."
+    dest = Path(dest)
+    if not dest.exists() and _old(dest).is_dir(): os.rename(_old(dest), dest)
+    return dest
+
+# %% ../nbs/00_core.ipynb #60621b90
+def replace_dir(new:str|Path,  # a complete folder, on the same file system as `dest`
+                dest:str|Path, # where it goes; a previous folder there is replaced
+               )->Path:        # `dest`
+    "Move `new` onto `dest`: at every instant `dest` is the complete previous folder or the complete new one."
+    new, dest = Path(new), Path(dest)
+    fsync_tree(new)
+    recover_dir(dest)
+    if not dest.exists(): os.rename(new, dest)
+    elif _exchange(new, dest): discard_dir(new)  # `new` now holds the previous folder
+    else:
+        os.rename(dest, _old(dest)); os.rename(new, dest); discard_dir(_old(dest))
+    fsync_dir(dest.parent)
+    return dest
+
+@contextmanager
+def atomic_dir(dest:str|Path, # the folder to (re)write
+              ):
+    "Yield a temporary folder beside `dest`; move it onto `dest` with `replace_dir` only if the block succeeds."
+    dest = Path(dest); dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part"))
+    try:
+        yield tmp
+        replace_dir(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+# %% ../nbs/00_core.ipynb #d6f77be2
+def json_safe(obj): # a JSON-like document
+    "`obj` with numpy numbers as Python numbers and every NaN or infinity as None (JSON `null`)."
+    if isinstance(obj, dict): return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [json_safe(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str): return obj
+    if isinstance(obj, numbers.Integral): return int(obj)
+    if isinstance(obj, numbers.Real): return float(obj) if math.isfinite(obj) else None
+    return obj
+
+def write_json(path:str|Path,        # the file
+               obj,                  # a JSON-like document
+               indent:int=1,
+               ensure_ascii:bool=False,
+              )->Path:
+    "Write `obj` as strict JSON (non-finite numbers as null), atomically."
+    with atomic_write(path, "w") as f: json.dump(json_safe(obj), f, indent=indent, ensure_ascii=ensure_ascii, allow_nan=False)
+    return Path(path)
 
 # %% ../nbs/00_core.ipynb #b2b07175
 def sha256_file(path:str|Path, # file to hash

@@ -8,14 +8,14 @@ import json, os, re, urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np, pandas as pd
-from .core import DATA_ENV, data_roots, download
+from .core import DATA_ENV, atomic_write, cache_dir, data_roots, download, sha256_file
 
 # %% auto #0
-__all__ = ['MIRROR_ENV', 'XQUAD_R_LANGS', 'MLQA_R_LANGS', 'XQUAD_LANGS', 'POOL_LANGS', 'SHA256', 'PAIR_COLUMNS', 'github_raw',
-           'upstream_url', 'data_file', 'read_json', 'iter_paragraphs', 'answer_sentence', 'parse_paragraph',
-           'LareqaPool', 'check_langs', 'load_lareqa', 'pool_summary', 'split_sentences', 'paragraph_pairs',
-           'load_xquad', 'load_lareqa_pairs', 'split_by_article', 'assert_disjoint', 'pairs_to_dataset',
-           'pool_to_datasets']
+__all__ = ['MIRROR_ENV', 'XQUAD_R_LANGS', 'MLQA_R_LANGS', 'XQUAD_LANGS', 'POOL_LANGS', 'SHA256', 'VERIFIED', 'PAIR_COLUMNS',
+           'github_raw', 'upstream_url', 'verify_file', 'data_file', 'read_json', 'iter_paragraphs', 'answer_sentence',
+           'parse_paragraph', 'LareqaPool', 'check_langs', 'load_lareqa', 'pool_summary', 'split_sentences',
+           'paragraph_pairs', 'load_xquad', 'load_lareqa_pairs', 'split_by_article', 'assert_disjoint',
+           'pairs_to_dataset', 'pool_to_datasets']
 
 # %% ../nbs/01_data.ipynb #9bd418b6
 MIRROR_ENV = "HYBRID_BATCH_MIRROR"  # environment variable: base URL replacing raw.githubusercontent.com
@@ -80,23 +80,67 @@ def upstream_url(relpath:str, # file inside a data root, e.g. "lareqa/xquad-r/ar
     repo, commit, up = _UPSTREAM[folder]
     return github_raw(repo, commit, f"{up + '/' if up else ''}{name}")
 
+# %% ../nbs/01_data.ipynb #ae78b0e5
+VERIFIED = "verified.json"  # file in `cache_dir()`: data files whose SHA-256 matched, by path, size and mtime
+
+def _stamp(path:Path)->list:
+    s = path.stat()
+    return [s.st_size, s.st_mtime_ns]
+
+def _verified()->dict:
+    "Resolved path -> {stamp, sha256} of the files verified so far (empty if the record is missing or unreadable)."
+    try: return json.loads((cache_dir()/VERIFIED).read_text(encoding="utf-8"))
+    except (OSError, ValueError): return {}
+
+# %% ../nbs/01_data.ipynb #fbd738d7
+def _remember(path:Path, sha:str):
+    "Record that `path`, as it is now, has SHA-256 `sha`; entries of files that are gone are dropped."
+    seen = {k: v for k, v in _verified().items() if Path(k).is_file()}
+    seen[str(path.resolve())] = {"stamp": _stamp(path), "sha256": sha}
+    try:
+        with atomic_write(cache_dir()/VERIFIED, "w") as f: json.dump(seen, f, indent=0)
+    except OSError: pass  # a read-only cache costs one more hash next time, nothing else
+
+# %% ../nbs/01_data.ipynb #20bba143
+def verify_file(path:str|Path, # a local copy of a data file
+                relpath:str,   # the file it should be, e.g. "lareqa/mlqa-r/es.json"
+               )->Path:        # `path`, checked
+    "Check `path` against the pinned SHA-256 of `relpath`, unless it passed before and is unchanged; a mismatch raises."
+    path, want = Path(path), SHA256[relpath]
+    if _verified().get(str(path.resolve())) == {"stamp": _stamp(path), "sha256": want}: return path
+    got = sha256_file(path)
+    if got != want:
+        raise ValueError(f"{path} is not the pinned {relpath}: expected SHA-256 {want}, got {got}; "
+                         f"replace it with the original file")
+    _remember(path, want)
+    return path
+
 # %% ../nbs/01_data.ipynb #ec5c0359
+def _offline_hint(relpath:str)->str:
+    "How to provide a missing file: name the data folder already set, or say which variable to set."
+    layout = "(laid out like lareqa/xquad-r/ar.json, xquad/xquad.ar.json)"
+    if env := os.environ.get(DATA_ENV):
+        return f"{DATA_ENV} is set to {env}, which has no {relpath}: point it at a data folder {layout}"
+    return f"set {DATA_ENV} to a folder holding {relpath} {layout}, or pass a data folder (root= / --root)"
+
+def _fetch(relpath:str, dest:Path)->Path:
+    "Download `relpath` at its pinned commit into `dest`, verified and remembered; offline, say how to provide it."
+    try: path = download(upstream_url(relpath), dest, SHA256[relpath])
+    except OSError as e:
+        raise FileNotFoundError(f"{relpath} is not on disk and could not be downloaded ({e}). Offline, {_offline_hint(relpath)}") from None
+    _remember(path, SHA256[relpath])
+    return path
+
 def data_file(relpath:str,               # file inside a data root, e.g. "xquad/xquad.de.json"
               root:str|Path|None=None,   # explicit data folder (no fallback when given)
-             )->Path:                    # a local path to the file
-    "Find a data file locally (`root`, `$HYBRID_BATCH_DATA`, cache), else download and verify it."
+             )->Path:                    # a local path to the file, checked against its pinned SHA-256
+    "Find a data file locally (`root`, `$HYBRID_BATCH_DATA`, cache) or download it; either way verified."
     if relpath not in SHA256: raise ValueError(f"unknown data file {relpath!r}")
     roots = data_roots(root)
     for r in roots:
-        if (r/relpath).is_file(): return r/relpath
-    if root is not None:
-        raise FileNotFoundError(f"{relpath} not found in the data folder {root}")
-    try: return download(upstream_url(relpath), roots[-1]/relpath, SHA256[relpath])
-    except OSError as e:
-        raise FileNotFoundError(
-            f"{relpath} is not on disk and could not be downloaded ({e}). Offline, set {DATA_ENV} to a folder "
-            f"holding {relpath} (laid out like lareqa/xquad-r/ar.json, xquad/xquad.ar.json), "
-            f"or pass root=...") from None
+        if (r/relpath).is_file(): return verify_file(r/relpath, relpath)
+    if root is not None: raise FileNotFoundError(f"{relpath} not found in the data folder {root}")
+    return _fetch(relpath, roots[-1]/relpath)
 
 # %% ../nbs/01_data.ipynb #c99d9387
 def read_json(path:str|Path)->dict:
@@ -168,12 +212,15 @@ def check_langs(langs:list|str|None, # language codes asked for (None: all valid
                 valid:list,            # the codes the data set has
                 what:str,              # data set name, for the error message
                )->list:                # the codes, checked
-    "The requested language codes, all of them if None; an unknown code raises naming it and the valid ones."
+    "The requested language codes, all of them if None; an empty list, an unknown or a repeated code raises."
     if langs is None: return list(valid)
-    if isinstance(langs, str): langs = [langs]
+    langs = [langs] if isinstance(langs, str) else list(langs)
+    if not langs: raise ValueError(f"no language codes given for {what} (langs=[]); pass None for all: {' '.join(valid)}")
     bad = [l for l in langs if l not in valid]
     if bad: raise ValueError(f"unknown language code(s) {bad} for {what}; valid: {' '.join(valid)}")
-    return list(langs)
+    twice = sorted({l for l in langs if langs.count(l) > 1})
+    if twice: raise ValueError(f"language code(s) {twice} given more than once for {what} (langs={langs})")
+    return langs
 
 # %% ../nbs/01_data.ipynb #00260b72
 def _read_lareqa_lang(path, lang):

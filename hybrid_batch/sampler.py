@@ -265,11 +265,12 @@ def _pick_other(rng, sents, answer):
 
 def hard_negatives(pairs:pd.DataFrame, # pairs table with lang, positive, article, sentences
                    seed:int=0,         # seed of the choice among candidate sentences
-                  )->pd.Series:        # one sentence per row (None if its article has no other sentence)
-    "A cheap hard negative per row: another sentence of its paragraph, else of its article, same language."
+                  )->pd.Series:        # one sentence per row, in its language, never its own answer
+    "A cheap hard negative per row: another sentence of its paragraph, else of its article, else of its language."
     rng = np.random.default_rng(seed)
     article = pairs.groupby(["article", "lang"]).sentences.agg(lambda ss: sorted({s for t in ss for s in t}))
-    out = [_pick_other(rng, sents, pos) or _pick_other(rng, article[(a, l)], pos)
+    language = pairs.groupby("lang").sentences.agg(lambda ss: sorted({s for t in ss for s in t}))
+    out = [_pick_other(rng, sents, pos) or _pick_other(rng, article[(a, l)], pos) or _pick_other(rng, language[l], pos)
            for sents, pos, a, l in zip(pairs.sentences, pairs.positive, pairs.article, pairs.lang)]
     return pd.Series(out, index=pairs.index, name="negative")
 

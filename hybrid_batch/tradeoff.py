@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import matplotlib; import matplotlib.pyplot as plt
-from .core import atomic_write, set_threads
+from .core import atomic_write, json_safe, set_threads, write_json
 from .data import load_lareqa
 from .models import to_bf16
 from .train import TrainConfig, train, run_model
@@ -167,7 +167,7 @@ def _versions()->dict:
 # %% ../nbs/08_tradeoff.ipynb #ff2944de
 def _save_results(out:Path, cfg:StudyConfig, runs:list):
     doc = {"study": asdict(cfg), "versions": _versions(), "runs": runs}
-    with atomic_write(out/"results.json", "w") as f: json.dump(doc, f, indent=1, default=float)
+    write_json(out/"results.json", doc, ensure_ascii=True)
 
 def load_results(out:str|Path)->dict:
     "The `results.json` of a study folder."
@@ -184,7 +184,7 @@ def _todo(cfg):
 def _resumable_runs(out:Path, cfg:StudyConfig)->list:
     "The runs already in `out`, refusing a folder written by a different study config."
     if not (out/"results.json").exists(): return []
-    old, new = load_results(out)["study"], json.loads(json.dumps(asdict(cfg), default=float))
+    old, new = load_results(out)["study"], json_safe(asdict(cfg))
     if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(f"{out/'results.json'} was written by a different study config (fields {diff}); "

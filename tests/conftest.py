@@ -1,4 +1,4 @@
-"Shared test setup: data folder, fixed threads, an isolated cache, and the --runslow flag."
+"Shared test setup: data folder, fixed threads, the cache of $HYBRID_BATCH_CACHE (CI gives each run a fresh one), and the --runslow flag."
 import os
 from pathlib import Path
 

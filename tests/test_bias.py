@@ -1,5 +1,6 @@
-"Rank distance on constructed rankings, same-language share, figures and the CLI hook."
+"Rank distance on constructed rankings, same-language share, figures and the CLI hook (checked languages, safe folders)."
 import json
+from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 import matplotlib; matplotlib.use("Agg")
@@ -81,3 +82,25 @@ def test_evaluate_cli_writes_record_and_figures(tmp_path):
     q = pd.read_csv(files["questions"])
     assert len(q) == sum(p["n_questions"] for p in back["by_pair"])
     assert not [p for p in tmp_path.rglob("*.part")]
+
+@pytest.mark.parametrize("name", ["..", ".", "/abs/path", "a/../../b", "../../etc"])
+def test_evaluate_cli_writes_under_out_dir(tmp_path, monkeypatch, name):
+    "Whatever the model name, every file lands in one folder directly under out_dir."
+    import hybrid_batch.models
+    monkeypatch.setattr(hybrid_batch.models, "load_encoder", lambda *a, **kw: char_encoder())
+    out = tmp_path/"deep"/"out"
+    rec = evaluate_cli(name, "mlqa-r", out, langs=["de"], batch_size=512, show_progress_bar=False)
+    folders = {Path(p).resolve().parent for p in rec["files"].values()}
+    assert len(folders) == 1 and folders.pop().parent == out.resolve()
+    assert [p for p in tmp_path.rglob("*") if p.is_file() and out.resolve() not in p.resolve().parents] == []
+
+@pytest.mark.parametrize("langs, msg", [([], "langs is empty; choose from ar de en es hi vi zh"),
+                                        (["de", "de"], r"langs repeats \['de'\]"),
+                                        (["xx"], r"unknown language code\(s\) \['xx'\] for mlqa-r")])
+def test_evaluate_cli_checks_langs_before_loading(tmp_path, monkeypatch, langs, msg):
+    import hybrid_batch.models
+    def no_load(*a, **kw): raise AssertionError("the encoder must not load")
+    monkeypatch.setattr(hybrid_batch.models, "load_encoder", no_load)
+    with pytest.raises(ValueError, match=msg):
+        evaluate_cli("multilingual-e5-small", "mlqa-r", tmp_path, langs=langs)
+    assert list(tmp_path.iterdir()) == []

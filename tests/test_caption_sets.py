@@ -1,4 +1,5 @@
 "Caption sets and hub towers: pinned/recorded downloads over a local HTTP server, loaders' checks, M-CLIP on a real XLM-R tokenizer."
+import re
 import ast, functools, gzip, http.server, importlib.util, json, shutil, sys, threading
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -151,7 +152,7 @@ def test_multi30k_bad_gzip_and_missing_photo(tmp_path):
 def test_pinned_commits_are_full_ids():
     for src in (XTD10, MULTI30K):
         for path, (commit, sha) in src.files.items():
-            assert len(commit) == 40 and int(commit, 16) >= 0 and sha is None, path
+            assert re.fullmatch(r"[0-9a-f]{40}", commit) and sha is None, path
     assert len(XTD10_LANGS) == 11 and len(set(XTD10.files)) == 12
 
 # --- towers and evaluation -----------------------------------------------------------------------

@@ -1,5 +1,5 @@
 "Data layer on the real LAReQA/XQuAD files: counts, relevance, bad input, and the download path."
-import http.server, json, shutil, threading
+import http.server, json, os, re, shutil, threading
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -69,8 +69,9 @@ def test_datasets_conversion():
 # ---- bad input: a copy of a real file, damaged in one place --------------------------------
 
 @pytest.fixture
-def bad_root(tmp_path, data_root):
-    "A data folder holding a copy of the real MLQA-R Spanish file, to be damaged by each test."
+def bad_root(tmp_path, data_root, monkeypatch):
+    "A copy of the real MLQA-R Spanish file, to be damaged by each test; the checksum check is off so the parser sees it."
+    monkeypatch.setattr(D, "verify_file", lambda path, relpath: path)
     dest = tmp_path/"lareqa"/"mlqa-r"; dest.mkdir(parents=True)
     shutil.copy(data_root/"lareqa"/"mlqa-r"/"es.json", dest/"es.json")
     return tmp_path
@@ -105,6 +106,13 @@ def test_breaks_not_covering_answer(bad_root):
     with pytest.raises(ValueError, match=r"article 2 .*paragraph 0, question .*: field 'sentence_breaks' does not cover answer_start="):
         D.load_lareqa("mlqa-r", ["es"], root=bad_root)
 
+def test_empty_or_repeated_languages_are_errors():
+    for load in (lambda l: D.load_lareqa("mlqa-r", l), lambda l: D.load_lareqa_pairs("xquad-r", l), D.load_xquad):
+        with pytest.raises(ValueError, match=r"no language codes given for .* \(langs=\[\]\)"): load([])
+        with pytest.raises(ValueError, match=r"language code\(s\) \['de'\] given more than once .*langs=\['de', 'en', 'de'\]"):
+            load(["de", "en", "de"])
+    assert D.load_lareqa("mlqa-r", "de").langs == ["de"]  # one code as a string is one language
+
 def test_unknown_language_and_pool():
     with pytest.raises(ValueError, match=r"unknown language code\(s\) \['xx'\] for mlqa-r"):
         D.load_lareqa("mlqa-r", ["es", "xx"])
@@ -116,6 +124,59 @@ def test_unknown_language_and_pool():
 def test_explicit_root_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="lareqa/mlqa-r/es.json not found in the data folder"):
         D.load_lareqa("mlqa-r", ["es"], root=tmp_path)
+
+# ---- checksums of files on disk: real files, misnamed or cut short --------------------------
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    "An empty cache folder (so nothing is remembered as verified yet)."
+    monkeypatch.setenv("HYBRID_BATCH_CACHE", str(tmp_path/"cache"))
+    return tmp_path/"cache"
+
+def test_shared_data_matches_the_pinned_checksums(data_root, cache):
+    for rel, sha in D.SHA256.items():
+        assert sha256_file(data_root/rel) == sha, rel
+        assert D.verify_file(data_root/rel, rel) == data_root/rel
+    assert len(json.loads((cache/D.VERIFIED).read_text())) == len(D.SHA256) == 30
+
+def test_german_file_named_spanish_is_refused(tmp_path, data_root, cache):
+    dest = tmp_path/"data"/"lareqa"/"mlqa-r"; dest.mkdir(parents=True)
+    shutil.copy(data_root/"lareqa"/"mlqa-r"/"de.json", dest/"es.json")
+    want, got = D.SHA256["lareqa/mlqa-r/es.json"], D.SHA256["lareqa/mlqa-r/de.json"]
+    with pytest.raises(ValueError, match=rf"data/lareqa/mlqa-r/es\.json is not the pinned lareqa/mlqa-r/es\.json: "
+                                         rf"expected SHA-256 {want}, got {got}"):
+        D.load_lareqa("mlqa-r", ["es"], root=tmp_path/"data")
+    assert not (cache/D.VERIFIED).exists()
+
+def test_cached_file_cut_to_five_articles_is_refused(tmp_path, data_root, cache, monkeypatch):
+    monkeypatch.delenv("HYBRID_BATCH_DATA", raising=False)
+    monkeypatch.setenv(D.MIRROR_ENV, "http://127.0.0.1:9")  # no download either
+    doc = json.loads((data_root/"lareqa"/"mlqa-r"/"es.json").read_text(encoding="utf-8"))
+    doc["data"] = doc["data"][:5]
+    cut = cache/"data"/"lareqa"/"mlqa-r"/"es.json"; cut.parent.mkdir(parents=True)
+    cut.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(cut))} is not the pinned .*expected SHA-256 "
+                                         rf"{D.SHA256['lareqa/mlqa-r/es.json']}, got {sha256_file(cut)}"):
+        D.load_lareqa("mlqa-r", ["es"])
+
+def test_verified_file_is_not_hashed_again_until_it_changes(tmp_path, data_root, cache, monkeypatch):
+    calls = []
+    monkeypatch.setattr(D, "sha256_file", lambda p: calls.append(p) or sha256_file(p))
+    root = tmp_path/"data"; (root/"lareqa"/"mlqa-r").mkdir(parents=True)
+    f = root/"lareqa"/"mlqa-r"/"es.json"; shutil.copy(data_root/"lareqa"/"mlqa-r"/"es.json", f)
+    for _ in range(3): assert len(D.load_lareqa("mlqa-r", ["es"], root=root).candidates) == 1787
+    assert calls == [f]
+    rec = json.loads((cache/D.VERIFIED).read_text())[str(f.resolve())]
+    assert rec == {"stamp": [f.stat().st_size, f.stat().st_mtime_ns], "sha256": D.SHA256["lareqa/mlqa-r/es.json"]}
+    st = f.stat(); os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # touched: checked again
+    D.data_file("lareqa/mlqa-r/es.json", root); assert len(calls) == 2
+    raw = f.read_bytes(); f.write_bytes(raw[:-2] + b" }")  # same size, new content
+    with pytest.raises(ValueError, match="is not the pinned lareqa/mlqa-r/es.json"): D.data_file("lareqa/mlqa-r/es.json", root)
+
+def test_pinned_commits_are_full_ids():
+    for folder, (repo, commit, _) in D._UPSTREAM.items():
+        assert re.fullmatch(r"[0-9a-f]{40}", commit), (folder, commit)
+    assert set(D._UPSTREAM) == {rel.rsplit("/", 1)[0] for rel in D.SHA256}
 
 # ---- download path: a local HTTP server stands in for GitHub --------------------------------
 
@@ -144,6 +205,7 @@ def test_download_good_file_then_cache(mirror, tmp_path):
     assert len(pool.candidates) == 1787
     cached = tmp_path/"cache"/"data"/"lareqa"/"mlqa-r"/"es.json"
     assert cached.is_file() and sha256_file(cached) == D.SHA256["lareqa/mlqa-r/es.json"]
+    assert str(cached.resolve()) in json.loads((tmp_path/"cache"/D.VERIFIED).read_text())  # checked while downloading
     shutil.rmtree(mirror)  # the server is gone: the second load reads the cache
     assert len(D.load_lareqa("mlqa-r", ["es"]).candidates) == 1787
 
@@ -161,4 +223,12 @@ def test_offline_without_files_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRID_BATCH_CACHE", str(tmp_path/"cache"))
     monkeypatch.delenv("HYBRID_BATCH_DATA", raising=False)
     with pytest.raises(FileNotFoundError, match="set HYBRID_BATCH_DATA"):
+        D.load_lareqa("mlqa-r", ["es"])
+
+def test_offline_with_the_variable_set_names_its_folder(tmp_path, monkeypatch):
+    "With HYBRID_BATCH_DATA already set to a folder lacking the file, the error names that folder instead of asking to set it."
+    monkeypatch.setenv(D.MIRROR_ENV, "http://127.0.0.1:9")
+    monkeypatch.setenv("HYBRID_BATCH_CACHE", str(tmp_path/"cache"))
+    monkeypatch.setenv("HYBRID_BATCH_DATA", str(tmp_path/"empty"))
+    with pytest.raises(FileNotFoundError, match=f"HYBRID_BATCH_DATA is set to {tmp_path/'empty'}, which has no lareqa/mlqa-r/es.json"):
         D.load_lareqa("mlqa-r", ["es"])

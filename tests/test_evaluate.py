@@ -1,20 +1,21 @@
 "LAReQA metrics against pytrec_eval and a naive argsort, bootstrap, result records, MIRACL measures."
-import os
+import json, os, re
 import numpy as np, pandas as pd
 import pytest, pytrec_eval
 from hypothesis import given, settings, strategies as st, HealthCheck
 from hybrid_batch.data import LareqaPool, load_lareqa
 from hybrid_batch.evaluate import (lareqa_metrics, ranks_above, relevant_pairs, language_codes, average_precision,
-    paired_bootstrap, result_record, save_result, load_result, results_frame, evaluate,
+    paired_bootstrap, result_record, save_result, load_result, results_frame, evaluate, rank_distance, question_table,
     search_topk, search_recall, load_miracl, ndcg_at_k, recall_at_k, SCORE_NAMES)
 from hybrid_batch.models import char_encoder
 
 def random_pool(rng, n_langs, max_cands, n_qids, p_rel):
-    "A pool of `n_langs` languages where each qid is asked in a random subset of languages."
+    "A pool of `n_langs` languages where each qid is asked in a random subset of languages and has a relevant candidate."
     langs = ["l0", "l1", "l2", "l3"][:n_langs]
     cand_lang = np.repeat(langs, rng.integers(1, max_cands + 1, n_langs))
     rng.shuffle(cand_lang)  # candidates need not be grouped by language
-    rel = {f"q{i}": np.flatnonzero(rng.random(len(cand_lang)) < p_rel) for i in range(n_qids)}
+    rel = {f"q{i}": np.union1d(np.flatnonzero(rng.random(len(cand_lang)) < p_rel), rng.integers(0, len(cand_lang), 1))
+           for i in range(n_qids)}
     qs = [(q, l) for q in rel for l in langs if rng.random() < 0.7] or [("q0", langs[0])]
     questions = pd.DataFrame({"qid": [q for q, _ in qs], "lang": [l for _, l in qs], "text": ""})
     cands = pd.DataFrame({"lang": cand_lang, "text": "", "context": "", "doc": ""})
@@ -56,6 +57,7 @@ def test_ap_and_success_match_pytrec_eval(seed, n_langs, max_cands, n_qids, p_re
     pool = random_pool(rng, n_langs, max_cands, n_qids, p_rel)
     shape = (len(pool.questions), len(pool.candidates))
     scores = (rng.integers(0, 4, shape) / 4 if ties else rng.permutation(np.prod(shape)).reshape(shape) / np.prod(shape))
+    scores += 1  # the same order, but no all-zero candidate embedding (those are refused)
     check_against_trec(pool, scores.astype(np.float32))
 
 def naive_above(q_emb, c_emb, pair_q, pair_c, cand_lang, n_langs):
@@ -112,6 +114,118 @@ def test_shape_mismatch_is_an_error():
 def test_average_precision_definition():
     assert average_precision([2, 3]) == pytest.approx(7/12)
     assert average_precision([5]) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="ranks is empty"): average_precision([])
+    with pytest.raises(ValueError, match="ranks are 1-based, got -1"): average_precision([3, -1])
+    with pytest.raises(ValueError, match="got 4 twice"): average_precision([4, 4])
+    with pytest.raises(ValueError, match=r"rank\[0\] = 0: ranks are 1-based"): rank_distance(np.array([0]), np.array([0]), np.array([0]))
+
+# ---- no silent wrong numbers: bad embeddings and relevance on a real pool ------------------
+
+@pytest.fixture(scope="module")
+def de_pool():
+    "MLQA-R German alone: 512 questions, 2,362 candidates, random unit embeddings."
+    pool = load_lareqa("mlqa-r", langs=["de"])
+    rng = np.random.default_rng(0)
+    unit = lambda n: (lambda x: x / np.linalg.norm(x, axis=1, keepdims=True))(rng.standard_normal((n, 8)).astype(np.float32))
+    return pool, unit(len(pool.questions)), unit(len(pool.candidates))
+
+def _set(a, row, value):
+    "Copy of `a` with `a[row, 2] = value`, or row `row` all zeros if `value` is 0."
+    a = a.copy()
+    if value == 0: a[row] = 0
+    else: a[row, 2] = value
+    return a
+
+def test_nan_inf_and_zero_embeddings_are_errors(de_pool):
+    pool, q, c = de_pool
+    worst = lareqa_metrics(pool, q, c).per_question.first_rank.max()
+    assert worst <= len(pool.candidates) == 2362  # before the checks, a NaN query got rank 2,363
+    with pytest.raises(ValueError, match=r"q_emb row 0 holds nan \(1 row\(s\) not finite\)"): lareqa_metrics(pool, _set(q, 0, np.nan), c)
+    with pytest.raises(ValueError, match="c_emb row 17 holds inf"): lareqa_metrics(pool, q, _set(c, 17, np.inf))
+    with pytest.raises(ValueError, match="c_emb row 5 holds -inf"): lareqa_metrics(pool, q, _set(c, 5, -np.inf))
+    with pytest.raises(ValueError, match=r"q_emb row 3 is all zeros \(1 such row\(s\)\)"): lareqa_metrics(pool, _set(q, 3, 0), c)
+    with pytest.raises(ValueError, match="q_emb has dimension 8, c_emb 4"): lareqa_metrics(pool, q, c[:, :4])
+    with pytest.raises(ValueError, match="q_emb must be 2-d"): lareqa_metrics(pool, q.ravel()[:512], c)
+
+def _with_relevant(pool, row, rel):
+    "`pool` with the relevance list of question `row` replaced (or removed if `rel` is None)."
+    key = (pool.questions.lang[row], pool.questions.qid[row])
+    relevant = {k: v for k, v in pool.relevant.items() if k != key}
+    if rel is not None: relevant[key] = np.array(rel, dtype=np.int64)
+    return LareqaPool(pool.name, pool.langs, pool.questions, pool.candidates, relevant), key
+
+@pytest.mark.parametrize("rel,msg", [
+    ([-1], r"pool.relevant\[{key}\] \(question row 7\) holds candidate -1, outside \[0, 2362\): the pool has 2362 candidates"),
+    ([2362], r"holds candidate 2362, outside \[0, 2362\)"),
+    ([], r"question row 7 {key} has no relevant candidate"),
+    (None, r"question row 7 {key} has no relevant candidate \(its pool.relevant entry is empty or missing"),
+    ([4, 9, 4], r"pool.relevant\[{key}\] \(question row 7\) lists candidate 4 more than once")])
+def test_bad_relevance_is_an_error(de_pool, rel, msg):
+    pool, q, c = de_pool
+    bad, key = _with_relevant(pool, 7, rel)
+    with pytest.raises(ValueError, match=msg.format(key=re.escape(str(key)))): lareqa_metrics(bad, q, c)
+
+def test_bad_pairs_are_errors(de_pool):
+    pool, q, c = de_pool
+    pair_q, pair_c = relevant_pairs(pool)
+    cl = language_codes(pool.candidates.lang, pool.langs)
+    with pytest.raises(ValueError, match=r"pair_c\[0\] = -1 is outside \[0, 2362\)"):
+        ranks_above(q, c, pair_q, np.r_[-1, pair_c[1:]], cl, 1)
+    with pytest.raises(ValueError, match=r"pair_q\[3\] = 512 is outside \[0, 512\)"):
+        ranks_above(q, c, np.r_[pair_q[:3], 512, pair_q[4:]], pair_c, cl, 1)
+    with pytest.raises(ValueError, match="pair_q must be sorted"): ranks_above(q, c, pair_q[::-1], pair_c, cl, 1)
+    with pytest.raises(ValueError, match="cand_lang has 2361 entries for 2362 candidates"): ranks_above(q, c, pair_q, pair_c, cl[1:], 1)
+    with pytest.raises(ValueError, match=r"cand_lang\[0\] = 1 is outside \[0, 1\)"): ranks_above(q, c, pair_q, pair_c, cl + 1, 1)
+    above = ranks_above(q, c, pair_q, pair_c, cl, 1)
+    with pytest.raises(ValueError, match="pair_c.* = 2362 is outside"): question_table(pool, above, pair_q, np.r_[pair_c[:-1], 2362])
+
+def test_evaluate_refuses_nan_from_the_encoder(de_pool):
+    pool, q, c = de_pool
+    class NanEncoder:  # stands in for a model whose forward pass overflowed
+        def encode_query(self, texts, **kw): return np.where(np.arange(len(texts))[:, None] == 2, np.nan, q)
+        def encode_document(self, texts, **kw): return c
+    with pytest.raises(ValueError, match="q_emb row 2 holds nan"): evaluate(NanEncoder(), pool, show_progress_bar=False)
+
+def test_search_and_bootstrap_refuse_non_finite():
+    q, c = np.ones((3, 4), np.float32), np.eye(5, 4, dtype=np.float32) + 1
+    c[4, 1] = np.nan
+    with pytest.raises(ValueError, match="c_emb row 4 holds nan"): search_topk(q, c, 2)
+    with pytest.raises(ValueError, match="q_emb row 0 is all zeros"): search_topk(np.zeros((1, 4)), c[:4], 2)
+    with pytest.raises(ValueError, match=r"a\[1\] = nan: paired scores must be finite"): paired_bootstrap([1, np.nan], [1, 2])
+
+# ---- result records are strict JSON -------------------------------------------------------
+
+def test_one_language_record_is_strict_json(de_pool, tmp_path):
+    pool, q, c = de_pool
+    res = lareqa_metrics(pool, q, c)
+    assert np.isnan(res.scores["cross_map"]) and np.isnan(res.scores["cross_r1"])  # no X -> Y pair in one language
+    rec = result_record(res, "random")
+    assert rec["scores"]["cross_map"] is None and rec["scores"]["cross_r1"] is None
+    assert rec["main_score"] == pytest.approx(res.scores["multi_map"])
+    text = save_result(rec, tmp_path/"r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in a result record"))
+    back = load_result(tmp_path/"r.json")
+    assert back["scores"]["cross_map"] is None and back["by_pair"][0]["rank_distance"] is None  # mono row
+    frame = results_frame([tmp_path/"r.json", rec])
+    assert frame.cross_map.isna().all() and frame.cross_map.dtype == float and frame.mono_map.notna().all()
+
+def test_non_finite_record_is_not_written(de_pool, tmp_path):
+    pool, q, c = de_pool
+    rec = result_record(lareqa_metrics(pool, q, c), "random")
+    for bad in ({**rec, "scores": {**rec["scores"], "multi_r10": float("inf")}},
+                {**rec, "by_pair": [{**rec["by_pair"][0], "map": float("nan")}]}):
+        with pytest.raises(ValueError, match=r"r.json not written: JSON has no NaN or infinity, but record\['(scores|by_pair)'\]"):
+            save_result(bad, tmp_path/"r.json")
+    assert list(tmp_path.iterdir()) == []
+
+def test_settings_count_132_on_xquad_r_languages():
+    from hybrid_batch.data import XQUAD_R_LANGS as langs
+    pool = LareqaPool("eleven", langs, pd.DataFrame({"qid": "a", "lang": langs, "text": ""}),
+                      pd.DataFrame({"lang": langs, "text": "", "context": "", "doc": ""}),
+                      {(l, "a"): np.arange(len(langs)) for l in langs})
+    s = lareqa_metrics(pool, np.ones((11, 4)), np.eye(11, 4) + 1).by_pair.setting.value_counts()
+    assert (s["mono"], s["cross"], s["multi"], s.sum()) == (11, 110, 11, 132)
 
 def test_evaluate_with_offline_encoder_and_record_roundtrip(tmp_path):
     pool = load_lareqa("mlqa-r", langs=["de", "hi"])

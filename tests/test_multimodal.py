@@ -66,8 +66,15 @@ def test_bad_babel_language():
 # --- sampler reuse -----------------------------------------------------------------------------
 
 def test_module_has_no_sampler_of_its_own():
-    src = inspect.getsource(mm)
-    assert "HybridBatchSampler(" in src and "(Sampler)" not in src and "import Sampler" not in src
+    """The multimodal study draws its batches with the package's sampler: no Sampler class of its own, and
+    `training_sampler` is a `HybridBatchSampler` whose batches follow its α."""
+    own = [n for n, obj in vars(mm).items() if inspect.isclass(obj) and issubclass(obj, torch.utils.data.Sampler)
+           and obj.__module__ == mm.__name__]
+    assert own == []
+    groups = pd.DataFrame({"group": np.repeat(np.arange(40), 2), "lang": ["EN", "DE"]*40})
+    s = training_sampler(groups, MMTrainConfig(alpha=1.0, batch_size=8))
+    assert type(s) is HybridBatchSampler
+    for batch in s: assert len({(a, b) for _, a, b in batch}) == 1   # α = 1: every batch in one language
 
 def test_sampler_is_the_package_sampler_on_real_groups(names, templates):
     train, _ = split_classes(names, 0.3, 0)

