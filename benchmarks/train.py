@@ -83,14 +83,18 @@ def main():
     model = run_model(base, texts)
     cache = frozen_cache(model, cache_texts(pd.concat([train, valid])), n_frozen=8); del model
     fill = time.perf_counter() - t
+    print(f"  cache of {len(cache.rows):,} texts filled in {fill:.0f} s", flush=True)
     if a.curves: return curves(base, train, valid, texts, cache, a.curves, Path(a.out))
     s = HybridBatchSampler(train, base.batch_size, 0.5, seed=base.seed, num_batches=a.steps)
     data = PairsDataset(train, hard=a.hard, seed=base.seed)
     batches = [collate_pairs([data[i] for i in b]) for b in s]
     top = dict(trim_vocab=True, freeze_embeddings=True, train_layers=4)
-    runs = {"naive": (dict(trim_vocab=False, freeze_embeddings=False, train_layers=None), None, None, False),
-            "top4": (top, texts, None, False), "cached": (top, texts, cache, False), "cached+bf16": (top, texts, cache, True)}
-    res = {k: measure(TrainConfig(**{**asdict(base), **kw}), batches, tx, c, ac) for k, (kw, tx, c, ac) in runs.items()}
+    runs = {"top4": (top, texts, None, False), "cached": (top, texts, cache, False), "cached+bf16": (top, texts, cache, True),
+            "naive": (dict(trim_vocab=False, freeze_embeddings=False, train_layers=None), None, None, False)}
+    res = {}
+    for k, (kw, tx, c, ac) in runs.items():
+        res[k] = measure(TrainConfig(**{**asdict(base), **kw}), batches, tx, c, ac)
+        print(f"  measured {k}: {res[k]['steps/s']:.3f} steps/s", flush=True)
     print(f"threads={a.threads} batch={a.batch_size}{' + 1 hard negative each' if a.hard else ''} steps={a.steps} "
           f"(first untimed) max_length={a.max_length}, torch {torch.__version__}")
     print(f"{'path':12} {'steps/s':>8} {'pairs/s':>8} {'vs top4':>8} {'vs naive':>9} {'peak RSS MB':>12}  first losses")

