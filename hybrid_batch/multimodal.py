@@ -15,7 +15,7 @@ from PIL import Image
 from safetensors.numpy import save as safetensors_bytes, load as safetensors_load
 from .core import DATA_ENV, atomic_write, cache_dir, data_roots, download, sha256_file, set_threads, write_json
 from .data import LareqaPool, github_raw, read_json
-from .models import EMBEDDED, load_encoder
+from .models import EMBEDDED, load_encoder, native_bf16
 from .sampler import HybridBatchSampler
 from .losses import loss_from_embeddings
 from .evaluate import lareqa_metrics
@@ -206,14 +206,15 @@ def caption_embeddings(texts:list,            # captions
                        max_length:int=64,     # tokens per caption
                        cache:bool=True,       # read/write the disk cache
                       )->np.ndarray:          # (len(texts), dim) float32, L2-normalised
-    "Frozen-text-tower embeddings of captions with the e5 query prefix (bf16; cached on disk by content)."
+    "Frozen-text-tower embeddings of captions with the e5 query prefix (bf16 where native; cached on disk by content)."
+    prec = "bf16" if native_bf16() else "fp32"  # what `load_encoder(fast=True)` gives on this machine
     def compute():
         m = load_encoder(encoder, fast=True); m.max_seq_length = max_length
         e = m.encode([CAPTION_PREFIX + t for t in texts], batch_size=batch_size, convert_to_numpy=True,
                      show_progress_bar=False).astype(np.float32)
         return e / np.linalg.norm(e, axis=1, keepdims=True)  # normalised in fp32 (bf16 norms are off by ~0.3%)
     if not cache: return compute()
-    return _cached(cache_dir("multimodal", "text")/f"{_key(encoder, 'bf16', CAPTION_PREFIX, max_length, *texts)}.safetensors", compute)
+    return _cached(cache_dir("multimodal", "text")/f"{_key(encoder, prec, CAPTION_PREFIX, max_length, *texts)}.safetensors", compute)
 
 # %% ../nbs/09_multimodal.ipynb #de3863ef
 class DualProjection(nn.Module):

@@ -11,18 +11,18 @@ import numpy as np, pandas as pd, torch
 import matplotlib; import matplotlib.pyplot as plt
 from .core import atomic_write, discard_dir, json_safe, set_threads, write_json
 from .data import load_lareqa
-from .models import copy_encoder, to_bf16
+from .models import copy_encoder, native_bf16, precision, to_bf16
 from .train import TrainConfig, train, run_model, setup_run, run_steps, save_checkpoint, latest_checkpoint
 from .evaluate import evaluate, paired_bootstrap, pool_prefix
 
 # %% auto #0
 __all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'BUDGET_SCORES', 'PAPER_ID',
            'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'Variant', 'StudyConfig', 'study_config', 'sweep_config',
-           'question_scores', 'same_below', 'run_one', 'run_budgets', 'load_results', 'run_study', 'runs_frame',
-           'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table', 'claims_table', 'pareto_mask',
-           'frontier_figure', 'plot_frontier', 'budget_table', 'budget_figure', 'report_figures', 'at_budget',
-           'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison', 'transfer_table',
-           'bias_change']
+           'question_scores', 'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'load_results', 'run_study',
+           'adopt_runs', 'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table',
+           'claims_table', 'pareto_mask', 'frontier_figure', 'plot_frontier', 'budget_table', 'budget_figure',
+           'report_figures', 'at_budget', 'results_markdown', 'report_html', 'write_report', 'paper_table',
+           'paper_comparison', 'transfer_table', 'bias_change']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 @dataclass
@@ -47,13 +47,15 @@ class StudyConfig:
     eval_langs: dict = field(default_factory=dict) # pool -> language subset (default: all languages)
     eval_batch_size: int = 64
     eval_max_length: int = 128                     # tokens per text at evaluation, the same for every row
-    fast_eval: bool = False                        # encode with the fast inference path (every row alike)
+    fast_eval: bool = False                        # bf16 encoding where the hardware has it (`native_bf16`), else fp32; every row alike
     zero_shot: bool = True                         # also evaluate the untrained encoder
     shared_prefix: bool = False                    # encode each pool once through the layers `train_layers` leaves frozen
     n_boot: int = 10_000                           # bootstrap resamples
     threads: int|None = None
     budgets: list|None = None                     # steps at which each run is evaluated (constant LR after warm-up);
                                                    # None: once, at the end, with the best validation weights
+    top_budget_seeds: list|None = None             # seeds trained to max(budgets); the others stop at the next
+                                                   # largest budget (None: every seed)
 
 # %% ../nbs/08_tradeoff.ipynb #79ee9533
 _PAPER_TRAIN = dict(batch_size=100, max_length=128, max_steps=300, eval_every=50, valid_batches=8, warmup_steps=20,
@@ -62,16 +64,16 @@ _BUDGET_TRAIN = dict(batch_size=32, max_length=64, eval_every=50, valid_batches=
                      train_layers=4, cache_frozen=True, hard_negatives=True)
 _FULL_TRAIN = dict(batch_size=32, max_length=64, max_steps=30, eval_every=15, valid_batches=8, warmup_steps=5,
                    checkpoint_every=0, train_layers=4)
-_QUICK_TRAIN = dict(batch_size=16, max_length=64, max_steps=30, eval_every=15, valid_batches=4, warmup_steps=5,
+_QUICK_TRAIN = dict(batch_size=16, max_length=64, max_steps=20, eval_every=10, valid_batches=4, warmup_steps=5,
                     checkpoint_every=0, train_layers=4)
 PRESETS = {
-    "quick": StudyConfig("quick", seeds=[0], train=_QUICK_TRAIN, eval_batch_size=256, eval_max_length=64, fast_eval=True,
+    "quick": StudyConfig("quick", seeds=[0], train=_QUICK_TRAIN, eval_batch_size=256, eval_max_length=64, shared_prefix=True,
                          eval_langs={"mlqa-r": ["de", "es"], "xquad-r": ["de", "th"]}),
     "full": StudyConfig("full", seeds=[0, 1, 2], train=_FULL_TRAIN, eval_batch_size=128, fast_eval=True,
                         shared_prefix=True),
     "paper": StudyConfig("paper", seeds=[0, 1, 2], train=_PAPER_TRAIN),
     "budget": StudyConfig("budget", seeds=[0, 1, 2], train=_BUDGET_TRAIN, eval_batch_size=128, fast_eval=True,
-                          shared_prefix=True, budgets=[30, 100, 300, 1000]),
+                          shared_prefix=True, budgets=[30, 100, 300, 1000], top_budget_seeds=[0]),
 }
 
 def study_config(name_or_path:str|Path)->StudyConfig:
@@ -85,13 +87,18 @@ def study_config(name_or_path:str|Path)->StudyConfig:
 # %% ../nbs/08_tradeoff.ipynb #ef447da7
 def sweep_config(alphas:list,                 # the αs to train
                  seeds:list=(0, 1, 2),        # seeds per α
-                 base:str="full",             # preset that gives training and evaluation settings
+                 base:str|StudyConfig="full", # preset (or study) that gives training and evaluation settings
                  directions:list|None=None,   # default: both directions
+                 budget:int|None=None,        # for a budget base: evaluate every run at this one budget
                 )->StudyConfig:
     "A study of the hybrid strategy over a grid of α (α=1 is X-X-mono, α=0 is X-Y)."
-    b = PRESETS[base]
-    return StudyConfig(**{**asdict(b), "name": f"sweep-{base}", "variants": [Variant(f"α={a:g}", "hybrid", float(a)) for a in alphas],
-                          "seeds": list(seeds), "directions": list(directions or b.directions), "zero_shot": False})
+    b = PRESETS[base] if isinstance(base, str) else base
+    if budget is not None and budget not in (b.budgets or []):
+        raise ValueError(f"budget {budget} is not one of the base's budgets {b.budgets}")
+    name = f"sweep-{base if isinstance(base, str) else b.name}" + (f"-{budget}" if budget else "")
+    return StudyConfig(**{**asdict(b), "name": name, "variants": [Variant(f"α={a:g}", "hybrid", float(a)) for a in alphas],
+                          "seeds": list(seeds), "directions": list(directions or b.directions), "zero_shot": False,
+                          **({"budgets": [budget], "top_budget_seeds": None} if budget is not None else {})})
 
 # %% ../nbs/08_tradeoff.ipynb #c41e9199
 def question_scores(per_question:pd.DataFrame, # `LareqaResult.per_question`
@@ -110,7 +117,7 @@ def _base_encoder(cfg:StudyConfig):
 
 def _encoder_for_eval(model, cfg:StudyConfig):
     model.max_seq_length = cfg.eval_max_length
-    return to_bf16(model) if cfg.fast_eval else model
+    return to_bf16(model) if cfg.fast_eval and native_bf16(model.device.type) else model
 
 def _record(direction, variant, seed, res, extra, budget=None)->dict:
     return {"direction": f"{direction[0]}→{direction[1]}", "train_data": direction[0], "pool": direction[1],
@@ -156,44 +163,52 @@ def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|Non
         extra = {"train": {"steps": r.state.step, "best_step": r.state.best_step, "best_valid_loss": r.state.best_loss,
                            "valid_loss": r.history.valid_loss.dropna().tolist(), "seconds": r.wall_seconds,
                            "sampler": r.report}}
-    res = _evaluate_model(cfg, model, pool, shared, f"{variant.label if variant else 'zero-shot'} seed {seed}", progress)
+    res, extra["eval_precision"] = _evaluate_model(cfg, model, pool, shared, f"{variant.label if variant else 'zero-shot'} seed {seed}", progress)
     extra["seconds"] = time.time() - t0
     return _record(direction, variant, seed, res, extra), question_scores(res.per_question)
 
 def _evaluate_model(cfg:StudyConfig, model, pool, shared, what:str, progress:bool):
-    "Evaluate `model` on `pool` as the study says (through the shared prefix when there is one)."
+    "Evaluate `model` on `pool` as the study says (through the shared prefix when there is one); (result, precision)."
     model, prefix = _encoder_for_eval(model, cfg), shared[1] if shared else None
     if shared and not same_below(model, shared[0], prefix.questions.n_frozen):
         raise RuntimeError(f"{what}: the lower {prefix.questions.n_frozen} layers changed in training")
-    return evaluate(model, pool, cfg.eval_batch_size, show_progress_bar=progress, prefix=prefix)
+    return evaluate(model, pool, cfg.eval_batch_size, show_progress_bar=progress, prefix=prefix), precision(model)
 
 # %% ../nbs/08_tradeoff.ipynb #2b5e21df
 def _work_dir(out:Path, direction, variant, seed)->Path:
     return out/"_work"/f"{direction[0]}_to_{direction[1]}-{variant.label.replace('/', '-')}-seed{seed}"
 
+def seed_budgets(cfg:StudyConfig, seed:int)->list: # sorted budgets at which `seed`'s runs are evaluated
+    "Every budget, or all but the largest for a seed that `top_budget_seeds` leaves out."
+    bs = sorted(cfg.budgets)
+    return bs if cfg.top_budget_seeds is None or seed in cfg.top_budget_seeds else bs[:-1]
+
 def run_budgets(cfg:StudyConfig, direction:tuple, variant:Variant, seed:int, pool,
                 out:Path,           # the study folder (checkpoints go to `out/_work/...`)
                 done:set,           # budgets already evaluated for this run
                 save,               # called as `save(record, per_question_scores)` after each budget
-                shared:tuple|None=None, progress:bool=True)->None:
-    "Train one run of `max(cfg.budgets)` steps at constant LR, evaluating it at every budget not in `done`."
-    work = _work_dir(out, direction, variant, seed)
-    tc = _train_config(cfg, direction, variant, seed, max_steps=max(cfg.budgets), schedule="constant", output_dir=str(work))
+                shared:tuple|None=None, progress:bool=True,
+                upto:int|None=None, # pause after this step (checkpoint kept, the run continues later); None: to the end
+               )->None:
+    "Train one run of `max(seed_budgets)` steps at constant LR, evaluating it at every budget not in `done`."
+    work, last = _work_dir(out, direction, variant, seed), seed_budgets(cfg, seed)[-1]
+    tc = _train_config(cfg, direction, variant, seed, max_steps=last, schedule="constant", output_dir=str(work))
     resume = latest_checkpoint(work) is not None
     run = setup_run(tc, resume=resume, overwrite=not resume)
     def at_budget(run):
         b = run.state.step
-        if b not in cfg.budgets or b in done: return
+        if b not in seed_budgets(cfg, seed) or b in done: return
         save_checkpoint(work, run.model, run.opt, run.sched, run.state, run.best, tc)  # a kill while evaluating resumes here
-        res = _evaluate_model(cfg, copy_encoder(run.model), pool, shared, f"{variant.label} seed {seed} step {b}", progress)
+        res, prec = _evaluate_model(cfg, copy_encoder(run.model), pool, shared, f"{variant.label} seed {seed} step {b}", progress)
         hist = pd.DataFrame(run.state.history)
         extra = {"train": {"steps": b, "valid_loss": hist.valid_loss.dropna().tolist() if "valid_loss" in hist else [],
-                           "seconds": sum(h.get("seconds", 0) for h in run.state.history)}, "seconds": time.time() - run.t0}
+                           "seconds": sum(h.get("seconds", 0) for h in run.state.history)},
+                 "eval_precision": prec, "seconds": time.time() - run.t0}
         save(_record(direction, variant, seed, res, extra, budget=b), question_scores(res.per_question))
         done.add(b)
     at_budget(run)                   # a resumed run may stand at a budget it has not evaluated yet
-    run_steps(run, progress, on_step=at_budget)
-    discard_dir(work)
+    if run.state.step == upto: return
+    if run_steps(run, progress, stop_at=upto if upto and upto < last else None, on_step=at_budget): discard_dir(work)
 
 # %% ../nbs/08_tradeoff.ipynb #20bd0d92
 def _run_key(rec): return (rec["direction"], rec["variant"], rec["seed"], rec.get("budget"))
@@ -218,11 +233,15 @@ def load_results(out:str|Path)->dict:
 
 # %% ../nbs/08_tradeoff.ipynb #c29e91d1
 def _todo(cfg):
-    "Zero-shot rows first, then seed by seed: a study stopped early has every variant of its first seeds."
-    if cfg.zero_shot: yield from ((d, None, None) for d in cfg.directions)
-    for s in cfg.seeds:
-        for d in cfg.directions:
-            for v in cfg.variants: yield d, v, s
+    """(direction, variant, seed, upto): zero-shot rows first, then seed by seed, so a study stopped early has every
+    variant of its first seeds. A budget study goes in stages: every seed to the budgets all seeds share, then on."""
+    if cfg.zero_shot: yield from ((d, None, None, None) for d in cfg.directions)
+    stages = sorted({seed_budgets(cfg, s)[-1] for s in cfg.seeds}) if cfg.budgets else [None]
+    for upto in stages:
+        for s in cfg.seeds:
+            if upto is not None and seed_budgets(cfg, s)[-1] < upto: continue
+            for d in cfg.directions:
+                for v in cfg.variants: yield d, v, s, upto
 
 def _defaults()->dict: return json_safe(asdict(StudyConfig()))
 
@@ -248,16 +267,46 @@ def run_study(cfg:StudyConfig,        # what to run
     done, pools, cache = {_run_key(r) for r in runs}, {}, {}
     def save(rec, qs):
         with atomic_write(out/_csv_name(rec), "w") as f: qs.to_csv(f)
-        runs.append(rec); _save_results(out, cfg, runs)
-    for d, v, s in _todo(cfg):
+        runs.append(rec); done.add(_run_key(rec)); _save_results(out, cfg, runs)
+    for d, v, s, upto in _todo(cfg):
         key = (f"{d[0]}→{d[1]}", v.label if v else "zero-shot", s)
         budgets = {b for b in cfg.budgets or [] if key + (b,) in done}
-        if key + (None,) in done or v is not None and cfg.budgets and len(budgets) == len(cfg.budgets): continue
+        if key + (None,) in done or upto and {b for b in seed_budgets(cfg, s) if b <= upto} <= budgets: continue
         pool = pools.setdefault(d[1], load_lareqa(d[1], cfg.eval_langs.get(d[1])))
-        if v is not None and cfg.budgets: run_budgets(cfg, d, v, s, pool, out, budgets, save, _shared(cfg, pool, cache), progress)
+        if upto: run_budgets(cfg, d, v, s, pool, out, budgets, save, _shared(cfg, pool, cache), progress, upto)
         else: save(*run_one(cfg, d, v, s, pool, progress, _shared(cfg, pool, cache)))
     write_report(out)
     return load_results(out)
+
+# %% ../nbs/08_tradeoff.ipynb #75fe407c
+_NOT_SETTINGS = {"name", "variants", "seeds", "directions", "budgets", "top_budget_seeds", "zero_shot"}
+
+def _settings(study:dict)->dict: # what decides a run's numbers, apart from its variant, seed and budget
+    return {k: v for k, v in {**_defaults(), **study}.items() if k not in _NOT_SETTINGS}
+
+def adopt_runs(out:str|Path,        # the α sweep's folder
+               cfg:StudyConfig,      # the α sweep (`sweep_config`)
+               source:str|Path,      # folder of a study with the same settings (e.g. the budget study)
+              )->int:                # runs adopted by this call
+    "Copy into `out` the runs of `source` that are points of the sweep `cfg`: same settings, seed, direction, budget and α."
+    out, src = Path(out), load_results(source)
+    mine, theirs = _settings(json_safe(asdict(cfg))), _settings(src["study"])
+    if mine != theirs:
+        raise ValueError(f"{Path(source)/'results.json'}: its study differs from {cfg.name!r} in "
+                         f"{sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))}; its runs are not runs of this sweep")
+    labels, dirs = {v.alpha: v.label for v in cfg.variants}, {f"{a}→{b}" for a, b in cfg.directions}
+    out.mkdir(parents=True, exist_ok=True)
+    runs = _resumable_runs(out, cfg); have = {_run_key(r) for r in runs}
+    new = []
+    for r in src["runs"]:
+        if r["variant"] == "zero-shot" or r["alpha"] not in labels or r["seed"] not in cfg.seeds or r["direction"] not in dirs: continue
+        if r.get("budget") not in (cfg.budgets or [None]): continue
+        rec = {**r, "variant": labels[r["alpha"]], "adopted_from": {"study": src["study"]["name"], "variant": r["variant"]}}
+        if _run_key(rec) in have: continue
+        with atomic_write(out/_csv_name(rec), "wb") as f: f.write((Path(source)/_csv_name(r)).read_bytes())
+        new.append(rec)
+    if new: _save_results(out, cfg, runs + new)
+    return len(new)
 
 # %% ../nbs/08_tradeoff.ipynb #1b5206ad
 HEADLINE = ["mono_map", "cross_map", "multi_map", "mono_r1", "cross_r1", "multi_r10", "rank_distance"]
