@@ -11,7 +11,7 @@ from .core import atomic_write
 from .data import POOL_LANGS, load_lareqa, load_xquad, pool_summary
 from .translate import make_translator, squad_pairs, translate_qa, install_apertium, apertium_install_command
 from .docs import write_readme, render_site
-from .train import config_from, effective_alpha, train
+from .train import config_from, effective_alpha, resolve_device, train
 from .bias import evaluate_cli
 from .multimodal import PRESETS as MULTIMODAL_PRESETS, multimodal_config, run_multimodal, summary_table as multimodal_summary
 from .tradeoff import PRESETS, adopt_runs, study_config, sweep_config, run_study, write_report
@@ -47,7 +47,7 @@ def _cmd_train(args):
 # %% ../nbs/20_cli.ipynb #15cecd57
 def _cmd_evaluate(args):
     rec = evaluate_cli(args.model, args.pool, args.out, langs=args.langs, batch_size=args.batch_size,
-                       device=args.device, fast=args.fast)
+                       device=resolve_device(args.device), fast=args.fast)  # a device torch lacks: a one-line error
     print(json.dumps({k: rec["scores"][k] for k in rec["scores"]}, indent=1))
     print("files:", *rec["files"].values(), sep="\n  ")
 

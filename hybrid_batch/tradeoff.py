@@ -21,8 +21,8 @@ __all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETT
            'question_scores', 'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'load_results', 'run_study',
            'adopt_runs', 'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table',
            'claims_table', 'pareto_mask', 'frontier_figure', 'plot_frontier', 'budget_table', 'budget_figure',
-           'report_figures', 'at_budget', 'results_markdown', 'report_html', 'write_report', 'paper_table',
-           'paper_comparison', 'transfer_table', 'bias_change']
+           'report_figures', 'at_budget', 'study_seconds', 'results_markdown', 'report_html', 'write_report',
+           'paper_table', 'paper_comparison', 'transfer_table', 'bias_change']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 @dataclass
@@ -146,7 +146,7 @@ def _shared(cfg:StudyConfig, pool, cache:dict):
     if "base" not in cache: cache["base"] = _encoder_for_eval(_base_encoder(cfg), cfg)
     base = cache["base"]
     if pool.name not in cache:
-        cache[pool.name] = pool_prefix(base, pool, len(base[0].auto_model.encoder.layer) - k, cfg.eval_batch_size)
+        cache[pool.name] = pool_prefix(base, pool, len(base[0].auto_model.encoder.layer) - k, cfg.eval_batch_size, store=True)
     return base, cache[pool.name]
 
 # %% ../nbs/08_tradeoff.ipynb #4b0cc6bb
@@ -474,6 +474,16 @@ def _tables_markdown(out, doc, heading:str="#")->list:
                   b.to_markdown(index=False, floatfmt=".4f"), ""]
     return lines
 
+def study_seconds(doc:dict)->float: # seconds of training and evaluation, over every session the study took
+    """Wall time of a study's runs. A budget run counts the time of its optimisation steps (kept in its checkpoints, so
+    a run resumed in another process counts them all) and each budget's evaluation, not its validation losses,
+    checkpoints or the frozen-layer cache fill; other runs count their recorded seconds."""
+    budget_runs = {}
+    for r in doc["runs"]:
+        if r.get("budget"): budget_runs.setdefault(_run_key(r)[:3], []).append(r)
+    return sum(r.get("seconds", 0) for r in doc["runs"] if not r.get("budget")) + \
+           sum(max(r["train"]["seconds"] for r in rs) + sum(r["scores"]["evaluation_time"] for r in rs) for rs in budget_runs.values())
+
 def results_markdown(out:str|Path, doc:dict)->str:
     "The tables of a study as Markdown (per budget for a budget study): summary, the paper's claims, bootstrap, wall times."
     lines = [f"# Study `{doc['study']['name']}`", ""]
@@ -481,9 +491,7 @@ def results_markdown(out:str|Path, doc:dict)->str:
     if not budgets: lines += _tables_markdown(out, doc)
     for bud in sorted({r["budget"] for r in doc["runs"] if r.get("budget")}):
         lines += [f"## After {bud} steps", ""] + _tables_markdown(out, at_budget(doc, bud), "##")
-    secs = sum(r.get("seconds", 0) for r in doc["runs"] if not r.get("budget")) + \
-           sum(max(r["seconds"] for r in doc["runs"] if _run_key(r)[:3] == k) for k in {_run_key(r)[:3] for r in doc["runs"] if r.get("budget")})
-    lines += [f"Total wall time of the runs: {secs / 60:.1f} min on {doc['versions']['threads']} threads "
+    lines += [f"Total wall time of the runs: {study_seconds(doc) / 60:.1f} min on {doc['versions']['threads']} threads "
               f"(torch {doc['versions']['torch']})."]
     return "\n".join(lines) + "\n"
 

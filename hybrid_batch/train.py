@@ -4,29 +4,30 @@
 
 # %% ../nbs/05_train.ipynb #89a9afec
 from __future__ import annotations
-import hashlib, json, math, os, shutil, tempfile, time
+import hashlib, json, math, os, shutil, tempfile, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+import numpy as np, pandas as pd, torch, safetensors, safetensors.torch
 from safetensors.torch import save_file, load_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from .core import atomic_write, atomic_dir, discard_dir, recover_dir, set_threads
+from .core import atomic_write, atomic_dir, cache_dir, discard_dir, recover_dir, set_threads
 from .data import load_xquad, load_lareqa, load_lareqa_pairs, split_by_article, assert_disjoint
 from .sampler import HybridBatchSampler, PairsDataset, collate_pairs
 from .losses import loss_from_embeddings
-from .models import (EMBEDDED, eval_mode, load_encoder, lower_states, n_layers, restore_vocab, tiny_encoder,
+from .models import (EMBEDDED, eval_mode, frozen_digest, load_encoder, lower_states, n_layers, restore_vocab, tiny_encoder,
                                  tokenized, trim_vocab, upper_embeddings)
 
 # %% auto #0
 __all__ = ['STRATEGY_ALPHA', 'HYBRID_ALPHA', 'CHECKPOINTS', 'TrainConfig', 'check_types', 'check_config', 'effective_alpha',
            'read_config_file', 'config_from', 'load_pairs', 'run_data', 'prefixed', 'run_texts', 'resolve_device',
            'run_model', 'freeze_below', 'embed', 'false_negatives', 'batch_loss', 'validation_batches',
-           'validation_loss', 'FrozenCache', 'cache_texts', 'frozen_cache', 'run_cache', 'cached_embed', 'lr_factor',
-           'optimizer_for', 'TrainState', 'checkpoint_dirs', 'latest_checkpoint', 'save_checkpoint', 'load_checkpoint',
-           'prepare_output', 'dist_info', 'maybe_init_distributed', 'average_gradients', 'TrainResult', 'Run',
-           'setup_run', 'run_steps', 'model_card', 'save_model', 'save_outputs', 'finish_run', 'train']
+           'validation_loss', 'FrozenCache', 'cache_texts', 'frozen_cache', 'save_frozen', 'load_frozen', 'run_cache',
+           'cached_embed', 'lr_factor', 'optimizer_for', 'TrainState', 'checkpoint_dirs', 'latest_checkpoint',
+           'save_checkpoint', 'load_checkpoint', 'prepare_output', 'dist_info', 'maybe_init_distributed',
+           'average_gradients', 'TrainResult', 'Run', 'setup_run', 'run_steps', 'model_card', 'save_model',
+           'save_outputs', 'finish_run', 'train']
 
 # %% ../nbs/05_train.ipynb #4021bdcf
 STRATEGY_ALPHA = {"x_x_mono": 1.0, "x_y": 0.0}  # the α each pure strategy implies
@@ -278,21 +279,53 @@ def frozen_cache(model, texts:dict, n_frozen:int, batch_size:int=64)->FrozenCach
     return FrozenCache(n_frozen, rows, time.time() - t0)
 
 # %% ../nbs/05_train.ipynb #2ede5487
-_CACHES = {}  # the last `FrozenCache` built in this process, by key: reused by the next run of the same study direction
+_CACHES = {}  # `FrozenCache`s built or read in this process, by key: the two of a study's directions stay in memory
 
 def _cache_key(cfg:TrainConfig, texts:dict)->tuple:
     digest = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
     return (cfg.model, cfg.seed if cfg.model == "tiny" else None, cfg.train_layers, cfg.max_length, digest)
 
+def _cache_file(key:tuple, model, n_frozen:int)->Path:
+    "Where a cache lives on disk: named by its key and the frozen weights it was computed with."
+    # (the word embeddings are left out: a trimmed table differs by run, the rows the texts use do not)
+    digest = hashlib.sha256(f"{key!r}{frozen_digest(model, n_frozen, words=False)}".encode()).hexdigest()
+    return cache_dir("frozen")/f"{digest[:40]}.safetensors"
+
+def _fill_order(texts:dict)->list: # (kind, text) in the order `frozen_cache` computes them
+    return [(kind, t) for kind, items in texts.items() for t in sorted(items, key=lambda t: (len(t), t))]
+
+def save_frozen(cache:FrozenCache, path:Path):
+    "Write a cache as one float16 tensor of every text's states plus their lengths (atomically)."
+    rows = list(cache.rows.values())
+    data = safetensors.torch.save({"states": torch.cat(rows), "lengths": torch.tensor([len(r) for r in rows])},
+                                  metadata={"n_frozen": str(cache.n_frozen), "seconds": str(cache.seconds)})
+    with atomic_write(path) as f: f.write(data)
+
+def load_frozen(path:Path, texts:dict)->FrozenCache|None: # None when the file does not hold these texts' states
+    "Read a cache written by `save_frozen` for the same `texts`."
+    with safetensors.safe_open(str(path), "pt") as f:
+        meta, states, lengths = f.metadata(), f.get_tensor("states"), f.get_tensor("lengths")
+    order = _fill_order(texts)
+    if len(order) != len(lengths) or int(lengths.sum()) != len(states): return None
+    return FrozenCache(int(meta["n_frozen"]), dict(zip(order, torch.split(states, lengths.tolist()))), float(meta["seconds"]))
+
 def run_cache(cfg:TrainConfig, model, pairs:pd.DataFrame)->FrozenCache|None:
-    "The run's `FrozenCache` when `cfg.cache_frozen`, reusing this process's last one if it has the same key."
+    "The run's `FrozenCache` when `cfg.cache_frozen`: from this process, else from the disk cache, else computed (and saved)."
     if not cfg.cache_frozen: return None
-    texts = cache_texts(pairs)
+    texts, n_frozen = cache_texts(pairs), n_layers(model) - cfg.train_layers
     key = _cache_key(cfg, texts)
-    if key not in _CACHES:
-        _CACHES.clear()
-        _CACHES[key] = frozen_cache(model, texts, n_layers(model) - cfg.train_layers)
-    return _CACHES[key]
+    if key in _CACHES: return _CACHES[key]
+    path = _cache_file(key, model, n_frozen)
+    cache = None
+    if path.exists():
+        try: cache = load_frozen(path, texts)
+        except Exception as e: warnings.warn(f"ignoring unreadable frozen-layer cache {path} ({e})")
+    if cache is None:
+        cache = frozen_cache(model, texts, n_frozen)
+        save_frozen(cache, path)
+    while len(_CACHES) >= 2: _CACHES.pop(next(iter(_CACHES)))
+    _CACHES[key] = cache
+    return cache
 
 def cached_embed(cache:FrozenCache, model, texts:list, kind:str)->torch.Tensor:
     "Sentence embeddings of `texts` from their cached states: only the layers above the cache run (graph kept)."

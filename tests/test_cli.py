@@ -148,3 +148,14 @@ def test_run_folder_mistakes_are_one_line(tmp_path, monkeypatch, capsys):
     assert code == 1 and "nothing to resume: no checkpoint in" in err
     code, err = fails(["train", "--set", "strategy=x_y", "--set", "alpha=0.3"], capsys)
     assert "strategy 'x_y' always uses alpha=0, got alpha=0.3" in err
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_missing_cuda_is_one_line(tmp_path, capsys):
+    code, err = fails(["evaluate", "--out", str(tmp_path), "--device", "cuda"], capsys)
+    assert code == 1 and "device 'cuda' requested, but torch sees no CUDA GPU" in err, err
+
+def test_sweep_budget_and_adopt_mistakes(tmp_path, capsys):
+    code, err = fails(["sweep", "--budget", "300", "--out", str(tmp_path/"s")], capsys)
+    assert code == 1 and "budget 300 is not one of the base's budgets None" in err, err
+    code, err = fails(["sweep", "--base", "budget", "--budget", "300", "--adopt", str(tmp_path/"nowhere"), "--out", str(tmp_path/"s")], capsys)
+    assert code == 1 and str(tmp_path/"nowhere"/"results.json") in err, err
