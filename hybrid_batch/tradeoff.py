@@ -261,6 +261,9 @@ def run_study(cfg:StudyConfig,        # what to run
               progress:bool=True,
              )->dict:                 # the results document
     "Train and evaluate every (direction, variant, seed[, budget]), saving after each evaluation; then write the report."
+    if cfg.top_budget_seeds is not None and (not cfg.budgets or len(cfg.budgets) < 2 or not set(cfg.top_budget_seeds) <= set(cfg.seeds)):
+        raise ValueError(f"top_budget_seeds {cfg.top_budget_seeds} needs at least two budgets (got {cfg.budgets}) "
+                         f"and seeds among {cfg.seeds}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     if cfg.threads: set_threads(cfg.threads)
     runs = _resumable_runs(out, cfg)

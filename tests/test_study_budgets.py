@@ -105,3 +105,9 @@ def test_alpha_sweep_adopts_the_strategy_runs_of_a_budget_study(tmp_path):
     other = T.sweep_config([0.5], seeds=[0], base=_cfg(eval_max_length=48, budgets=[2, 4]), budget=4)
     with pytest.raises(ValueError, match=r"differs from 'sweep-toy-budget-4' in \['eval_max_length'\]"):
         T.adopt_runs(tmp_path/"other", other, tmp_path/"budget")
+
+@pytest.mark.parametrize("kw", [dict(top_budget_seeds=[5]), dict(top_budget_seeds=[0], budgets=None), dict(top_budget_seeds=[0], budgets=[4])])
+def test_top_budget_seeds_checked(kw, tmp_path):
+    "A top-budget seed that is not run, or a top budget that does not exist, is refused before anything is written."
+    with pytest.raises(ValueError, match="top_budget_seeds"): run_study(_cfg(**kw), tmp_path/"s", progress=False)
+    assert not (tmp_path/"s").exists()
