@@ -17,7 +17,7 @@ from .evaluate import (LareqaResult, lareqa_metrics, language_codes, search_topk
 
 # %% auto #0
 __all__ = ['rank_distance_table', 'same_language_share', 'language_bias_table', 'save_figure', 'plot_pair_heatmap',
-           'plot_language_bias', 'plot_models', 'model_folder', 'eval_langs', 'write_report', 'evaluate_cli']
+           'plot_language_bias', 'plot_models', 'model_folder', 'eval_langs', 'write_bias_report', 'evaluate_cli']
 
 # %% ../nbs/07_bias.ipynb #dafea152
 def rank_distance_table(result:LareqaResult, # from `lareqa_metrics` or `evaluate`
@@ -122,7 +122,7 @@ def eval_langs(pool_name:str,       # "xquad-r" or "mlqa-r"
     return check_langs(langs, POOL_LANGS[pool_name], pool_name)
 
 # %% ../nbs/07_bias.ipynb #a0f54d64
-def write_report(out_dir:str|Path,     # folder for this model's files
+def write_bias_report(out_dir:str|Path, # folder for this model's files
                  model_name:str,       # model name stored in the record
                  pool,                 # the evaluated `LareqaPool`
                  result:LareqaResult,  # its scores
@@ -166,5 +166,5 @@ def evaluate_cli(model_name:str,            # encoder name for `hybrid_batch.mod
     result = lareqa_metrics(pool, q_emb, c_emb)
     result.scores.update(encode_time=t_enc, evaluation_time=time.perf_counter() - t0)
     bias = language_bias_table(pool, same_language_share(pool, q_emb, c_emb, k))
-    files = write_report(Path(out_dir)/model_folder(name), name, pool, result, bias)
+    files = write_bias_report(Path(out_dir)/model_folder(name), name, pool, result, bias)
     return {**result_record(result, name), "files": {k: str(v) for k, v in files.items()}}

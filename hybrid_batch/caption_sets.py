@@ -13,10 +13,10 @@ from torch import nn
 from PIL import Image
 from .core import atomic_write, cache_dir, download, recorded_sha, sha256_file
 from .data import MIRROR_ENV, check_langs, github_raw
-from .models import EMBEDDED, tiny_tokenizer
+from .models import EMBEDDED, load_encoder, tiny_tokenizer
 from .evaluate import lareqa_metrics
-from .multimodal import (DualProjection, caption_embeddings, caption_image_pool, clipscore_table,
-    image_caption_pool, image_files, load_image_tower, pooled_features, preprocess, recall_by_lang)
+from .multimodal import (LitModel, caption_image_pool, clipscore_table, image_caption_pool, image_files,
+    load_image_tower, load_lit_model, pooled_features, preprocess, recall_by_lang, with_projection)
 
 # %% auto #0
 __all__ = ['CAPTION_COLUMNS', 'XTD10_ENV', 'XTD10_IMAGES', 'XTD10_CAPTIONS', 'XTD10_LANGS', 'XTD10', 'COCO_BASE', 'MULTI30K_ENV',
@@ -24,7 +24,7 @@ __all__ = ['CAPTION_COLUMNS', 'XTD10_ENV', 'XTD10_IMAGES', 'XTD10_CAPTIONS', 'XT
            'MCLIP_REVISION', 'cached_ok', 'Source', 'source_file', 'read_lines', 'read_image_names',
            'parallel_captions', 'load_xtd10', 'coco_image_url', 'fetch_coco_images', 'image_paths', 'load_multi30k',
            'write_image_manifest', 'imagenet_manifest', 'verify_images', 'fetch_imagenet_sample', 'as_rgb', 'l2_rows',
-           'Towers', 'ProjectionTowers', 'require', 'OpenClipTowers', 'MClipText', 'load_mclip_text', 'save_mclip_text',
+           'Towers', 'LitTowers', 'require', 'OpenClipTowers', 'MClipText', 'load_mclip_text', 'save_mclip_text',
            'hub_folder', 'MClipTowers', 'tiny_mclip', 'caption_matrix', 'retrieval_table', 'evaluate_towers']
 
 # %% ../nbs/09b_caption_sets.ipynb #91314481
@@ -267,20 +267,19 @@ class Towers:
         return self._encode(self.text_batch, texts)
 
 # %% ../nbs/09b_caption_sets.ipynb #adb10c0c
-class ProjectionTowers(Towers):
-    "The multimodal chapter's frozen towers (EfficientNet-Lite0, embedded e5) through trained `DualProjection` heads."
-    batch_size = 256  # the caption encoder is loaded once per batch
+class LitTowers(Towers):
+    "A LiT model of the multimodal chapter (`LitModel` or a folder from `save_lit_model`): EfficientNet-Lite0 and its text tower."
+    batch_size = 256
 
-    def __init__(self, model:DualProjection, # trained heads (`train_projection(...).model`)
-                 encoder:str=EMBEDDED):       # the caption encoder the heads were trained on
-        self.model, self.encoder, self.net = model.eval(), encoder, load_image_tower()
+    def __init__(self, model:LitModel|str|Path): # the model, or its saved folder
+        self.model = (load_lit_model(model) if isinstance(model, (str, Path)) else model).eval()
+        self.net = load_image_tower()
 
     def image_batch(self, images:list)->torch.Tensor:
         x = torch.from_numpy(np.stack([preprocess(im) for im in images]))
-        return self.model.encode_image(pooled_features(self.net, x))
+        with torch.no_grad(): return self.model.encode_image(pooled_features(self.net, x))
 
-    def text_batch(self, texts:list)->torch.Tensor:
-        return self.model.encode_text(torch.from_numpy(caption_embeddings(texts, self.encoder, cache=False)))
+    def text_batch(self, texts:list)->torch.Tensor: return torch.from_numpy(self.model.encode_captions(texts))
 
 # %% ../nbs/09b_caption_sets.ipynb #7f7e8aec
 def require(module:str,       # module to import, e.g. "open_clip"
@@ -454,10 +453,11 @@ def retrieval_table(image_emb:np.ndarray, # (n, d) images
                    )->pd.DataFrame:       # index lang: t2i_r1..r10, i2t_r1..r10, clip_matched, clip_mismatched, clip_gap, clip_vs_en
     "Per-language text→image and image→text R@1/5/10 and CLIPScore, with the multimodal chapter's pools and metrics."
     g = np.arange(len(image_emb))
-    c2i = lareqa_metrics(caption_image_pool(g, langs), cap_emb, image_emb)
-    i2c = lareqa_metrics(image_caption_pool(g, langs), image_emb, cap_emb)
+    rows = pd.DataFrame({"group": np.tile(g, len(langs)), "lang": np.repeat(langs, len(g))})
+    c2i = lareqa_metrics(caption_image_pool(rows, g), cap_emb, image_emb)
+    i2c = lareqa_metrics(image_caption_pool(g, rows), image_emb, cap_emb)
     return pd.concat([recall_by_lang(c2i.per_question, "query_lang", "t2i"), recall_by_lang(i2c.per_question, "pool_lang", "i2t"),
-                      clipscore_table(image_emb, cap_emb, langs, w).add_prefix("clip_")], axis=1).loc[langs]
+                      clipscore_table(image_emb, cap_emb, rows, g, w).add_prefix("clip_")], axis=1).loc[langs]
 
 def evaluate_towers(towers:Towers,          # any image–text towers
                     images:dict,            # image id -> photo path or PIL image

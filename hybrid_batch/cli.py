@@ -13,7 +13,7 @@ from .translate import make_translator, squad_pairs, translate_qa, install_apert
 from .docs import write_readme, render_site
 from .train import config_from, effective_alpha, resolve_device, train
 from .bias import evaluate_cli
-from .multimodal import PRESETS as MULTIMODAL_PRESETS, multimodal_config, run_multimodal, summary_table as multimodal_summary
+from .multimodal import MM_PRESETS, multimodal_config, run_multimodal, mm_summary
 from .tradeoff import PRESETS, adopt_runs, study_config, sweep_config, run_study, write_report
 
 # %% auto #0
@@ -90,9 +90,9 @@ def _cmd_translate(args):
 
 # %% ../nbs/20_cli.ipynb #d567e08f
 def _cmd_multimodal(args):
-    cfg = preset_or_file(args.config, MULTIMODAL_PRESETS, multimodal_config)
+    cfg = preset_or_file(args.config, MM_PRESETS, multimodal_config)
     doc = run_multimodal(cfg, args.out, alphas=args.alphas, seeds=args.seeds)
-    print(multimodal_summary(doc).round(3).to_string())
+    print(mm_summary(doc)["mean"].round(3).to_string())
     print(f"wrote {args.out} ({doc['wall_seconds'] / 60:.1f} min)")
 
 # %% ../nbs/20_cli.ipynb #ac0abc0a
@@ -163,9 +163,9 @@ def build_parser()->argparse.ArgumentParser:
     w.add_argument("--out", default="results/sweep", help="output folder (resumed if it exists)")
     w.set_defaults(func=_cmd_sweep)
     m = sub.add_parser("multimodal", help="image-text model with hybrid batches: per-language retrieval, CLIPScore, alpha trade-off")
-    m.add_argument("--config", default="quick", help="a preset (" + ", ".join(MULTIMODAL_PRESETS) + ") or a JSON MultimodalConfig file")
-    m.add_argument("--out", default="runs/multimodal", help="output folder (overwritten)")
-    m.add_argument("--alphas", type=alpha_list, default=None, help="comma-separated alphas: an alpha sweep instead of the four variants")
+    m.add_argument("--config", default="quick", help="a preset (" + ", ".join(MM_PRESETS) + ") or a JSON MultimodalConfig file")
+    m.add_argument("--out", default="runs/multimodal", help="output folder (resumed if it holds the same study)")
+    m.add_argument("--alphas", type=alpha_list, default=None, help="comma-separated alphas: an alpha sweep instead of the variants")
     m.add_argument("--seeds", type=at_least_one, default=None, help="seeds per variant (default: the config's)")
     m.set_defaults(func=_cmd_multimodal)
     x = sub.add_parser("translate", help="machine-translate English QA pairs into parallel pairs (cached)")

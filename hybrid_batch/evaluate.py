@@ -356,7 +356,7 @@ def encode_from_prefix(model,                # the same architecture, identical 
     with eval_mode(model):
         out = [nn.functional.normalize(upper_embeddings(model, h, mask, states.n_frozen).float(), dim=-1)
                for h, mask in states.batches]
-    emb = torch.cat(out).cpu().numpy() if out else np.zeros((0, model.get_sentence_embedding_dimension()), np.float32)
+    emb = torch.cat(out).cpu().numpy() if out else np.zeros((0, model.get_embedding_dimension()), np.float32)
     res = np.empty_like(emb); res[states.order] = emb
     return res
 

@@ -4,8 +4,9 @@
 
 # %% ../nbs/09_multimodal.ipynb #2ff4e5c4
 from __future__ import annotations
-import hashlib, json, os, platform, time
-from dataclasses import dataclass, field, asdict
+import hashlib, json, os, time
+from dataclasses import dataclass, field, asdict, fields
+from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import torch.nn.functional as F
@@ -13,25 +14,32 @@ from torch import nn
 import matplotlib; import matplotlib.pyplot as plt
 from PIL import Image
 from safetensors.numpy import save as safetensors_bytes, load as safetensors_load
-from .core import DATA_ENV, atomic_write, cache_dir, data_roots, download, sha256_file, set_threads, write_json
-from .data import LareqaPool, github_raw, read_json
-from .models import EMBEDDED, load_encoder, native_bf16
+from safetensors.torch import save_file, load_file
+from sentence_transformers import SentenceTransformer
+from .core import DATA_ENV, atomic_dir, atomic_write, cache_dir, data_roots, download, sha256_file, set_threads
+from .data import LareqaPool, github_raw, load_lareqa, read_json
+from .models import EMBEDDED, eval_mode, load_encoder, n_layers, restore_vocab
 from .sampler import HybridBatchSampler
 from .losses import loss_from_embeddings
-from .evaluate import lareqa_metrics
-from .tradeoff import Variant, frontier_figure
+from .evaluate import evaluate, lareqa_metrics, pool_prefix
+from .train import (TrainConfig, TrainResult, TrainState, Run, cached_embed, check_config, embed, effective_alpha,
+                                finish_run, load_checkpoint, latest_checkpoint, optimizer_for, prepare_output, run_cache,
+                                run_model, run_steps, save_outputs)
+from .study import (Variant, alpha_grid, bootstrap_rows, check_resumable, frontier_figure, load_study, save_study,
+                                runs_frame, seed_summary, versions, write_figures)
 
 # %% auto #0
-__all__ = ['BABEL_REPO', 'BABEL_SHA256', 'IMAGES', 'LANGS', 'IMAGE_TOWER', 'IMAGE_PREP', 'CAPTION_PREFIX', 'KS', 'EN_ONLY',
-           'MM_VARIANTS', 'PRESETS', 'HEADLINE', 'babel_file', 'load_class_names', 'language_coverage',
-           'load_templates', 'make_caption', 'photo_templates', 'split_classes', 'assert_classes_disjoint',
-           'caption_table', 'load_image_tower', 'preprocess', 'pooled_features', 'image_files', 'image_features',
-           'caption_embeddings', 'DualProjection', 'multimodal_loss', 'CaptionBank', 'MMTrainConfig',
-           'training_sampler', 'MMTrainResult', 'train_projection', 'image_caption_pool', 'caption_image_pool',
-           'caption_pool', 'recall_by_lang', 'cross_map_by_lang', 'prototypes', 'clip_score', 'clipscore_table',
-           'EvalData', 'evaluate_projection', 'MultimodalConfig', 'multimodal_config', 'prepare_data', 'run_variant',
-           'run_multimodal', 'runs_frame', 'summary_table', 'language_table', 'plot_tradeoff', 'plot_clipscore',
-           'write_results', 'load_study']
+__all__ = ['BABEL_REPO', 'BABEL_SHA256', 'IMAGES', 'LANGS', 'IMAGE_TOWER', 'IMAGE_PREP', 'KS', 'TEXT_SCORES', 'EN_ONLY',
+           'MM_VARIANTS', 'LOCKED', 'MM_PRESETS', 'MM_HEADLINE', 'ITEM_SCORES', 'babel_file', 'load_class_names',
+           'language_coverage', 'load_templates', 'make_caption', 'photo_templates', 'class_folds', 'fold_classes',
+           'assert_classes_disjoint', 'load_image_tower', 'preprocess', 'pooled_features', 'image_files',
+           'image_features', 'CaptionData', 'load_caption_data', 'with_projection', 'LitModel', 'multimodal_loss',
+           'lit_loss', 'LitConfig', 'check_lit', 'CaptionBatches', 'caption_batches', 'setup_lit_run', 'lit_card',
+           'save_lit_model', 'load_lit_model', 'train_lit', 'image_caption_pool', 'caption_image_pool', 'caption_pool',
+           'recall_by_lang', 'cross_map_by_lang', 'prototypes', 'clip_score', 'clipscore_table', 'FoldTest',
+           'fold_test', 'evaluate_lit', 'backbone', 'text_quality', 'MultimodalConfig', 'multimodal_config',
+           'lit_config', 'run_lit', 'run_multimodal', 'mm_runs', 'mm_summary', 'per_language', 'language_table',
+           'text_table', 'class_scores', 'bootstrap_vs', 'plot_tradeoff', 'plot_clipscore', 'write_results']
 
 # %% ../nbs/09_multimodal.ipynb #b10d3874
 BABEL_REPO = ("gregor-ge/Babel-ImageNet", "317c49896f04bc61d0c7a5dfc6fd4e3b0d8a9430")  # (repository, commit)
@@ -108,32 +116,30 @@ def photo_templates(templates:dict, # `load_templates`
     return ([first] + [i for i, t in enumerate(en) if "photo" in t and i != first])[:k]
 
 # %% ../nbs/09_multimodal.ipynb #1fa19808
-def split_classes(names:pd.DataFrame, # `load_class_names`
-                  test_frac:float=0.3, # share of the fully covered classes held out
-                  seed:int=0,          # seed of the draw
-                 )->tuple:             # (train classes, test classes), sorted int arrays
-    "Hold out a seeded share of the classes that every language names; train on all the others."
-    if not 0 < test_frac < 1: raise ValueError(f"test_frac must be in (0, 1), got {test_frac}")
-    full = np.flatnonzero(names.notna().all(axis=1).to_numpy())
-    test = np.sort(np.random.default_rng(seed).permutation(full)[:round(test_frac * len(full))])
-    train = np.setdiff1d(np.flatnonzero(names.notna().sum(axis=1).to_numpy() > 0), test)
-    return train, test
+def class_folds(names:pd.DataFrame, # `load_class_names`
+                n_folds:int=4,      # how many folds
+                seed:int=0,         # seed of the deal
+               )->list:             # `n_folds` sorted int arrays, disjoint, covering every named class
+    "Deal every class some language names into `n_folds` seeded folds of (almost) equal size."
+    if not 2 <= n_folds <= 100: raise ValueError(f"n_folds must be in [2, 100], got {n_folds}")
+    named = np.flatnonzero(names.notna().any(axis=1).to_numpy())
+    return [np.sort(f) for f in np.array_split(np.random.default_rng(seed).permutation(named), n_folds)]
+
+def fold_classes(folds:list,             # `class_folds`
+                 fold:int,               # the test fold
+                 valid_frac:float=0.1,   # share of the training classes held out for the validation loss
+                 seed:int=0,             # seed of that share
+                )->tuple:                # (train, valid, test) sorted int arrays
+    "Fold `fold` is the test set; the others, less a seeded validation share, train."
+    if not 0 <= fold < len(folds): raise ValueError(f"fold must be in [0, {len(folds)}), got {fold}")
+    rest = np.sort(np.concatenate([f for i, f in enumerate(folds) if i != fold]))
+    valid = np.sort(np.random.default_rng(seed).permutation(rest)[:round(valid_frac * len(rest))])
+    return np.setdiff1d(rest, valid), valid, folds[fold]
 
 def assert_classes_disjoint(train:np.ndarray, test:np.ndarray)->None:
     "Raise `ValueError` if a class is on both sides of a split."
     both = np.intersect1d(train, test)
     if len(both): raise ValueError(f"{len(both)} class(es) in both train and test, e.g. {both[:5].tolist()}")
-
-# %% ../nbs/09_multimodal.ipynb #5e066f10
-def caption_table(names:pd.DataFrame,  # `load_class_names`
-                  templates:dict,      # `load_templates`
-                  classes:np.ndarray,  # classes to caption
-                  template_ids:list,   # template indices to use
-                 )->pd.DataFrame:      # group, lang, template, text
-    "Captions of `classes` in every language that names them, one row per template."
-    rows = [(int(c), l, t, make_caption(templates[l][t], names.at[c, l]))
-            for l in names.columns for c in classes if names.at[c, l] is not None for t in template_ids]
-    return pd.DataFrame(rows, columns=["group", "lang", "template", "text"])
 
 # %% ../nbs/09_multimodal.ipynb #848e7a5f
 IMAGE_TOWER = "efficientnet-lite0"
@@ -197,41 +203,75 @@ def image_features(files:list,          # photo paths
     key = _key(IMAGE_TOWER, IMAGE_PREP, *[sha256_file(f) for f in files])
     return _cached(cache_dir("multimodal", "images")/f"{key}.safetensors", compute)
 
-# %% ../nbs/09_multimodal.ipynb #9de674ff
-CAPTION_PREFIX = "query: "
+# %% ../nbs/09_multimodal.ipynb #68c13bfa
+@dataclass
+class CaptionData:
+    "The study's class names, templates, photo features and folds; captions by (class, language, template slot)."
+    names: pd.DataFrame     # `load_class_names` of the study languages
+    templates: dict         # `load_templates` of the same languages
+    slots: list             # template index of each slot (`photo_templates`); slot 0 is "a photo of a {}"
+    features: torch.Tensor  # (1000, image_dim) locked image-tower features, row = class
+    folds: list             # `class_folds`
 
-def caption_embeddings(texts:list,            # captions
-                       encoder:str=EMBEDDED,  # `load_encoder` name
-                       batch_size:int=256,    # texts per forward pass
-                       max_length:int=64,     # tokens per caption
-                       cache:bool=True,       # read/write the disk cache
-                      )->np.ndarray:          # (len(texts), dim) float32, L2-normalised
-    "Frozen-text-tower embeddings of captions with the e5 query prefix (bf16 where native; cached on disk by content)."
-    prec = "bf16" if native_bf16() else "fp32"  # what `load_encoder(fast=True)` gives on this machine
-    def compute():
-        m = load_encoder(encoder, fast=True); m.max_seq_length = max_length
-        e = m.encode([CAPTION_PREFIX + t for t in texts], batch_size=batch_size, convert_to_numpy=True,
-                     show_progress_bar=False).astype(np.float32)
-        return e / np.linalg.norm(e, axis=1, keepdims=True)  # normalised in fp32 (bf16 norms are off by ~0.3%)
-    if not cache: return compute()
-    return _cached(cache_dir("multimodal", "text")/f"{_key(encoder, prec, CAPTION_PREFIX, max_length, *texts)}.safetensors", compute)
+    def caption(self, g:int, lang:str, slot:int)->str: return make_caption(self.templates[lang][self.slots[slot]], self.names.at[g, lang])
 
-# %% ../nbs/09_multimodal.ipynb #de3863ef
-class DualProjection(nn.Module):
-    "LiT-style heads: frozen image features and frozen caption embeddings → one normalised space."
-    def __init__(self, image_dim:int=1280, # image feature size
-                 text_dim:int=384,          # caption embedding size
-                 dim:int=256,               # shared space
-                 seed:int=0,                # initialisation seed
+    def rows(self, classes:np.ndarray, langs:list|None=None)->pd.DataFrame: # group, lang; language-major
+        "The (class, language) pairs of `classes` that `langs` (default: all) name, language by language."
+        langs = list(self.names.columns) if langs is None else langs
+        return pd.DataFrame([(int(g), l) for l in langs for g in classes if self.names.at[g, l] is not None], columns=["group", "lang"])
+
+    def texts(self)->dict: # {"query": every caption of every slot}, sorted
+        "Every caption a study on this data trains or tests on (captions take the query prompt)."
+        r = self.rows(np.arange(len(self.names)))
+        return {"query": sorted({self.caption(g, l, s) for g, l in zip(r.group, r.lang) for s in range(len(self.slots))})}
+
+def load_caption_data(langs:list=LANGS,    # study languages (Babel-ImageNet codes)
+                      slots:int=4,         # photo templates per (class, language)
+                      n_folds:int=4,       # class folds
+                      fold_seed:int=0,     # seed of the deal
+                      root:str|Path|None=None, # data folder
+                     )->CaptionData:
+    "Names, templates, cached photo features and folds for a study."
+    names, templates = load_class_names(langs, root), load_templates(langs, root)
+    feats = torch.from_numpy(image_features(image_files(root)))
+    return CaptionData(names, templates, photo_templates(templates, slots), feats, class_folds(names, n_folds, fold_seed))
+
+# %% ../nbs/09_multimodal.ipynb #23bbd1b2
+def with_projection(encoder:SentenceTransformer, # the text tower
+                    dim:int=256,                 # shared space
+                    seed:int=0,                  # initialisation seed
+                   )->SentenceTransformer:       # `encoder`, with `Dense(dim)` and `Normalize` appended
+    "Append a linear projection into the shared space, and a normalisation, to a sentence encoder (in place)."
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        dense = Dense(encoder.get_embedding_dimension(), dim, activation_function=nn.Identity())
+    encoder.append(dense.to(encoder.device)); encoder.append(Normalize())
+    return encoder
+
+class LitModel(nn.Module):
+    "A locked image tower's features through a trained head, and a text tower with a projection (`with_projection`)."
+    def __init__(self, text:SentenceTransformer, # the text tower, ending in the shared space
+                 image_dim:int=1280,             # image feature size
+                 seed:int=0,                     # initialisation seed of the image head
                 ):
         super().__init__()
+        self.text = text
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.image = nn.Sequential(nn.LayerNorm(image_dim, elementwise_affine=False), nn.Linear(image_dim, dim))
-            self.text = nn.Linear(text_dim, dim)
+            self.image = nn.Sequential(nn.LayerNorm(image_dim, elementwise_affine=False),
+                                       nn.Linear(image_dim, text.get_embedding_dimension()))
+        self.image.to(text.device)
 
-    def encode_image(self, x:torch.Tensor)->torch.Tensor: return F.normalize(self.image(x), dim=-1)
-    def encode_text(self, x:torch.Tensor)->torch.Tensor: return F.normalize(self.text(x), dim=-1)
+    def encode_image(self, x:torch.Tensor)->torch.Tensor: # (n, dim), unit rows
+        "Project image features into the shared space."
+        return F.normalize(self.image(x.to(self.image[1].weight.device)), dim=-1)
+
+    @torch.no_grad()
+    def encode_captions(self, texts:list, batch_size:int=256)->np.ndarray: # (n, dim) float32, unit rows
+        "Caption embeddings in the shared space (the e5 query prompt), as a saved model computes them."
+        with eval_mode(self): return self.text.encode(texts, prompt_name="query", batch_size=batch_size, convert_to_numpy=True,
+                                                      show_progress_bar=False).astype(np.float32)
 
 # %% ../nbs/09_multimodal.ipynb #b825b509
 def multimodal_loss(image:torch.Tensor,   # (B, d) projected images
@@ -245,101 +285,202 @@ def multimodal_loss(image:torch.Tensor,   # (B, d) projected images
     it = (loss_from_embeddings(image, cap_a, **kw) + loss_from_embeddings(image, cap_b, **kw)) / 2
     return it + caption_weight * loss_from_embeddings(cap_a, cap_b, **kw)
 
-# %% ../nbs/09_multimodal.ipynb #7a7dad0c
+# %% ../nbs/09_multimodal.ipynb #040a4b7c
+def lit_loss(model:LitModel,         # the model being trained
+             batch:dict,             # from `CaptionBatches`
+             cfg:LitConfig,          # temperature and caption weight
+             features:torch.Tensor,  # (1000, image_dim) image features
+             encode=embed,           # `embed`, or `partial(cached_embed, cache)` to start above the frozen layers
+            )->torch.Tensor:         # scalar
+    "`multimodal_loss` of a batch: its photos through the image head, its two captions through the text tower."
+    img = model.encode_image(features[batch["image"]])
+    a, b = encode(model.text, batch["query"], "query"), encode(model.text, batch["passage"], "query")
+    return multimodal_loss(img, a, b, cfg.temperature, cfg.caption_weight)
+
+# %% ../nbs/09_multimodal.ipynb #91a0703a
 @dataclass
-class CaptionBank:
-    "Cached caption embeddings and, per (class, language), the rows of its templates."
-    emb: np.ndarray  # (n_captions, dim)
-    rows: dict       # (class, lang) -> list of row indices
-
-    @classmethod
-    def from_table(cls, table:pd.DataFrame, emb:np.ndarray)->CaptionBank:
-        "Index a `caption_table` and its embeddings (rows aligned)."
-        rows = table.reset_index(drop=True).groupby(["group", "lang"]).indices
-        return cls(emb, {k: v.tolist() for k, v in rows.items()})
-
-    def pick(self, batch:list, rng:np.random.Generator)->tuple:
-        "Rows of caption a and caption b of each `(class, a, b)` item: random templates, distinct when a = b."
-        ra, rb = [], []
-        for g, a, b in batch:
-            ta, tb = self.rows[(g, a)], self.rows[(g, b)]
-            i = int(rng.integers(len(ta))); j = int(rng.integers(len(tb)))
-            if a == b and len(ta) > 1: j = (i + 1 + int(rng.integers(len(ta) - 1))) % len(ta)
-            ra.append(ta[i]); rb.append(tb[j])
-        return ra, rb
-
-# %% ../nbs/09_multimodal.ipynb #33d4def3
-@dataclass
-class MMTrainConfig:
-    "One training run of the projections."
-    alpha: float = 0.5          # P(X-X-mono batch): 1 is X-X-mono, 0 is X-Y
-    langs: list|None = None     # training caption languages (None: all; ["EN"]: the English-only baseline)
-    batch_size: int = 64
-    steps: int = 400
-    lr: float = 2e-3
-    dim: int = 256
+class LitConfig(TrainConfig):
+    "One LiT run: a `TrainConfig` for the text tower, plus the image side, the fold and the templates."
+    train_data: str = "babel-imagenet"  # captions of ImageNet classes (the only choice)
+    eval_pool: str|None = None          # no LAReQA pool to keep disjoint from
+    batch_size: int = 64                # (class, caption a, caption b) items per batch
+    lr: float = 1e-4                    # the text tower's trained layers
+    head_lr: float = 2e-3               # the two projections
+    max_steps: int = 300
+    max_length: int = 64                # tokens per caption
+    warmup_steps: int = 10
+    schedule: str = "constant"
     temperature: float = 0.05
-    caption_weight: float = 1.0
-    seed: int = 0
+    train_layers: int|None = 2          # top text layers trained (0: locked text tower, only the projections learn)
+    cache_frozen: bool = True
+    eval_every: int = 50
+    valid_batches: int = 4
+    checkpoint_every: int = 0
+    dim: int = 256                      # shared space
+    caption_weight: float = 1.0         # λ of the caption–caption term
+    caption_langs: list = field(default_factory=lambda: list(LANGS)) # the study's languages
+    slots: int = 4                      # templates per (class, language): drawn in training, averaged into prototypes
+    n_folds: int = 4
+    fold: int = 0                       # the test fold; the run trains on the others
+    fold_seed: int = 0                  # seed of the deal into folds (the same for every run of a study)
 
-def training_sampler(groups:pd.DataFrame, cfg:MMTrainConfig)->HybridBatchSampler:
-    "The package's hybrid sampler over (class, language) rows."
-    return HybridBatchSampler(groups, cfg.batch_size, cfg.alpha, seed=cfg.seed, langs=cfg.langs, drop_last=True)
+def check_lit(cfg:LitConfig)->LitConfig:
+    "`check_config`, and the fields a LiT run adds."
+    if cfg.train_layers is None: raise ValueError("train_layers must be set (0 for a locked text tower)")
+    check_config(cfg)
+    if cfg.train_data != "babel-imagenet": raise ValueError(f"train_data must be 'babel-imagenet', got {cfg.train_data!r}")
+    for name, low in {"dim": 1, "slots": 1, "n_folds": 2, "fold": 0}.items():
+        if getattr(cfg, name) < low: raise ValueError(f"{name} must be >= {low}, got {getattr(cfg, name)}")
+    if cfg.fold >= cfg.n_folds: raise ValueError(f"fold must be in [0, {cfg.n_folds}), got {cfg.fold}")
+    if not cfg.head_lr > 0: raise ValueError(f"head_lr must be > 0, got {cfg.head_lr}")
+    bad = sorted(set(cfg.langs or []) - set(cfg.caption_langs))
+    if bad: raise ValueError(f"langs {bad} are not among caption_langs {cfg.caption_langs}")
+    return cfg
 
-# %% ../nbs/09_multimodal.ipynb #a73bc527
-@dataclass
-class MMTrainResult:
-    "A trained projection, its loss curve and what the sampler drew."
-    model: DualProjection
-    losses: list
-    batch_types: dict
-    seconds: float
+# %% ../nbs/09_multimodal.ipynb #44db38af
+class CaptionBatches:
+    "Hybrid batches of `(class, a, b)` as `{'image': class rows, 'query': captions in a, 'passage': captions in b}`."
+    def __init__(self, sampler:HybridBatchSampler, # over (group = class, lang) rows
+                 data:CaptionData,                 # the captions
+                 seed:int=0,                       # template draws are a function of seed and epoch
+                ):
+        self.sampler, self.data, self.seed, self.epoch = sampler, data, seed, 0
 
-def train_projection(cfg:MMTrainConfig,       # the run
-                     image_feats:np.ndarray,  # (1000, image_dim), row = class
-                     bank:CaptionBank,        # training captions
-                     groups:pd.DataFrame,     # group, lang rows of the training captions
-                    )->MMTrainResult:
-    "Train the two projections with hybrid batches of (image, caption a, caption b)."
-    t0, rng = time.time(), np.random.default_rng(cfg.seed)
-    model = DualProjection(image_feats.shape[1], bank.emb.shape[1], cfg.dim, cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
-    X, T, sampler = torch.from_numpy(image_feats), torch.from_numpy(bank.emb), training_sampler(groups, cfg)
-    losses, types, epoch = [], {"x_x_mono": 0, "x_y": 0}, 0
-    while len(losses) < cfg.steps:
-        sampler.set_epoch(epoch); epoch += 1
-        for batch in sampler:
-            if len(losses) == cfg.steps: break
-            ra, rb = bank.pick(batch, rng)
-            types["x_x_mono" if batch[0][1] == batch[0][2] else "x_y"] += 1
-            loss = multimodal_loss(model.encode_image(X[[g for g, _, _ in batch]]), model.encode_text(T[ra]),
-                                   model.encode_text(T[rb]), cfg.temperature, cfg.caption_weight)
-            opt.zero_grad(); loss.backward(); opt.step(); losses.append(loss.item())
-    return MMTrainResult(model.eval(), losses, types, time.time() - t0)
+    def set_epoch(self, epoch:int): self.sampler.set_epoch(epoch); self.epoch = epoch
+    def __len__(self)->int: return len(self.sampler)
+    def report(self): return self.sampler.report()
+
+    def collate(self, batch:list, rng:np.random.Generator)->dict:
+        "Draw a template slot per caption (two different ones when a = b) and look the texts up."
+        k, rows, a_txt, b_txt = len(self.data.slots), [], [], []
+        for g, a, b in batch:
+            i, j = int(rng.integers(k)), int(rng.integers(k))
+            if a == b and k > 1: j = (i + 1 + int(rng.integers(k - 1))) % k
+            rows.append(g); a_txt.append(self.data.caption(g, a, i)); b_txt.append(self.data.caption(g, b, j))
+        return {"image": torch.tensor(rows), "query": a_txt, "passage": b_txt}
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        for batch in self.sampler: yield self.collate(batch, rng)
+
+def caption_batches(cfg:LitConfig, data:CaptionData, classes:np.ndarray,
+                    num_batches:int|None=None, # fixed number of batches (validation); None: an epoch's worth
+                   )->CaptionBatches:
+    "The run's hybrid batches over the captions of `classes`, in the training languages."
+    rows = data.rows(classes, cfg.langs or cfg.caption_langs)
+    size = cfg.batch_size if num_batches is None else min(cfg.batch_size, rows.groupby("lang").size().min())
+    s = HybridBatchSampler(rows, size, effective_alpha(cfg), seed=cfg.seed, mono_lang=cfg.mono_lang, cross_mode=cfg.cross_mode,
+                           drop_last=True, num_batches=num_batches)
+    return CaptionBatches(s, data, cfg.seed)
+
+# %% ../nbs/09_multimodal.ipynb #a9131a1a
+def _lit_record(cfg, train, valid, test, data)->dict:
+    return {"train_data": cfg.train_data, "langs": sorted(cfg.langs or cfg.caption_langs), "fold": cfg.fold,
+            "n_folds": cfg.n_folds, "train_classes": len(train), "valid_classes": len(valid), "test_classes": test.tolist(),
+            "train_captions": len(data.rows(train, cfg.langs or cfg.caption_langs)), "image_tower": IMAGE_TOWER}
+
+def setup_lit_run(cfg:LitConfig,        # the run
+                  data:CaptionData,     # `load_caption_data` with the run's languages, slots and folds
+                  resume:bool=False,    # continue from the newest checkpoint in `output_dir`
+                  overwrite:bool=False, # replace a run already in `output_dir`
+                 )->Run:
+    "The training loop's `Run` for a LiT run: fold, text tower over cached frozen layers, image head, optimiser, resume."
+    t0 = time.time(); check_lit(cfg)
+    if list(data.names.columns) != list(cfg.caption_langs) or len(data.slots) != cfg.slots or len(data.folds) != cfg.n_folds:
+        raise ValueError(f"the caption data ({list(data.names.columns)}, {len(data.slots)} slots, {len(data.folds)} folds) "
+                         f"is not the run's ({cfg.caption_langs}, {cfg.slots} slots, {cfg.n_folds} folds)")
+    out = prepare_output(cfg, resume, overwrite)
+    if cfg.threads: set_threads(cfg.threads)
+    train, valid, test = fold_classes(data.folds, cfg.fold, cfg.valid_frac, cfg.seed)
+    assert_classes_disjoint(np.r_[train, valid], test)
+    texts = data.texts()
+    text = run_model(cfg, texts["query"])
+    cache = run_cache(cfg, text, texts=texts, dtype=torch.float32)  # exact states: evaluation reads them too
+    model = LitModel(with_projection(text, cfg.dim, cfg.seed), data.features.shape[1], cfg.seed)
+    heads = {f"text.{len(model.text) - 2}.": cfg.head_lr, "image.": cfg.head_lr}  # the Dense projection and the image head
+    (opt, sched), state, best = optimizer_for(model, cfg, heads), TrainState(), {}
+    if resume: state, best = load_checkpoint(latest_checkpoint(cfg.output_dir), model, opt, sched, cfg)
+    else: torch.manual_seed(cfg.seed + 1)  # dropout masks of a fresh run
+    model.train()
+    encode = partial(cached_embed, cache) if cache else embed
+    batches = caption_batches(cfg, data, train)
+    return Run(cfg, model, batches, batches, list(caption_batches(cfg, data, valid, cfg.valid_batches)), opt, sched, state, best,
+               encode, _lit_record(cfg, train, valid, test, data), out, 1, 0, t0,
+               partial(lit_loss, cfg=cfg, features=data.features.to(text.device), encode=encode))
+
+# %% ../nbs/09_multimodal.ipynb #313dc1cb
+def lit_card(cfg:LitConfig, state:TrainState, data:dict)->str: # the model folder's README.md
+    "What a saved LiT model is: towers, strategy, α, steps, data and its test classes."
+    from hybrid_batch import __version__
+    return "\n".join([
+        f"# LiT {cfg.strategy} (α = {effective_alpha(cfg):g}) image–text model: {IMAGE_TOWER} (locked) + {cfg.model}", "",
+        f"- image tower: `{IMAGE_TOWER}` locked (pooled features, `{IMAGE_PREP}`), through the head in `image_head.safetensors`",
+        f"- text tower: `text/`, a SentenceTransformer with its full vocabulary; "
+        + (f"top {cfg.train_layers} layers and" if cfg.train_layers else "locked; only") + f" a projection to {cfg.dim} dimensions trained",
+        f"- batches: `{cfg.strategy}`, α = P(X-X-mono batch) = {effective_alpha(cfg):g}, {cfg.batch_size} (photo, caption, caption) items",
+        f"- steps: {state.step} of {cfg.max_steps}; weights of the best validation loss, {state.best_loss:.4f} at step {state.best_step}",
+        f"- training data: Babel-ImageNet captions of {data['train_classes']} classes in {', '.join(data['langs'])}, "
+        f"{cfg.slots} photo templates each; fold {cfg.fold} of {cfg.n_folds} ({len(data['test_classes'])} classes) held out for testing",
+        f"- made by hybrid_batch {__version__}; `training.json` holds the whole config", "",
+        "Load it with `hybrid_batch.multimodal.load_lit_model(folder)`; captions take the prompt `query`.", ""])
+
+def save_lit_model(model:LitModel, folder:str|Path, cfg:LitConfig, state:TrainState, data:dict)->Path:
+    "Write `text/` (full vocabulary), `image_head.safetensors`, the card and `training.json` as one folder, switched in when complete."
+    with atomic_dir(folder) as tmp:
+        model.text.save(str(tmp/"text"), create_model_card=False)
+        save_file({k: v.contiguous() for k, v in model.image.state_dict().items()}, tmp/"image_head.safetensors")
+        (tmp/"README.md").write_text(lit_card(cfg, state, data), encoding="utf-8")
+        (tmp/"training.json").write_text(json.dumps({"config": asdict(cfg), "state": {k: v for k, v in asdict(state).items()
+                                                     if k != "history"}, "data": data}, indent=1), encoding="utf-8")
+    return Path(folder)
+
+def load_lit_model(folder:str|Path, device:str="cpu")->LitModel:
+    "A model written by `save_lit_model`."
+    folder = Path(folder)
+    head = load_file(folder/"image_head.safetensors")
+    model = LitModel(SentenceTransformer(str(folder/"text"), device=device), head["1.weight"].shape[1])
+    model.image.load_state_dict(head)
+    return model.eval()
+
+def train_lit(cfg:LitConfig,              # the run
+              data:CaptionData|None=None, # the study's captions (default: loaded for `cfg`)
+              resume:bool=False, progress:bool=True, overwrite:bool=False,
+              stop_at:int|None=None,      # abandon the run after this step, as if killed
+             )->TrainResult|None:
+    "Train one LiT run with the package's training loop; saved (model, history, run record) when `cfg.output_dir` is set."
+    data = data or load_caption_data(cfg.caption_langs, cfg.slots, cfg.n_folds, cfg.fold_seed)
+    run = setup_lit_run(cfg, data, resume, overwrite)
+    return finish_run(run, save_fn=save_lit_model) if run_steps(run, progress, stop_at) else None
 
 # %% ../nbs/09_multimodal.ipynb #6d80dfd6
 def _pool(name, langs, qid, qlang, cand_lang, cand_doc, relevant):
-    q = pd.DataFrame({"qid": qid, "lang": qlang, "text": ""})
-    c = pd.DataFrame({"lang": cand_lang, "text": "", "context": "", "doc": cand_doc})
+    q = pd.DataFrame({"qid": np.asarray(qid), "lang": qlang, "text": ""})
+    c = pd.DataFrame({"lang": cand_lang, "text": "", "context": "", "doc": np.asarray(cand_doc)})
     return LareqaPool(name, list(langs), q, c, relevant)
 
-def image_caption_pool(classes:np.ndarray, langs:list)->LareqaPool:
-    "Images → captions of every language (caption rows language-major: lang 0 classes, lang 1 classes, ...)."
-    n, L = len(classes), len(langs)
-    rel = {("image", int(c)): np.arange(L) * n + i for i, c in enumerate(classes)}
-    return _pool("image→captions", langs, classes, "image", np.repeat(langs, n), np.tile(classes, L), rel)
+def _by_class(captions): return {int(g): np.asarray(i) for g, i in captions.reset_index(drop=True).groupby("group").indices.items()}
+def _langs(captions): return list(dict.fromkeys(captions.lang))
 
-def caption_image_pool(classes:np.ndarray, langs:list)->LareqaPool:
-    "Captions (language-major) → images."
-    n, L = len(classes), len(langs)
-    rel = {(l, int(c)): np.array([i]) for l in langs for i, c in enumerate(classes)}
-    return _pool("captions→images", ["image"], np.tile(classes, L), np.repeat(langs, n), "image", classes, rel)
+def image_caption_pool(classes:np.ndarray,   # the photos' classes, one photo each
+                       captions:pd.DataFrame, # candidate captions: group (class), lang; any languages per class
+                      )->LareqaPool:
+    "Images → captions of every language; an image's positives are its class's captions, in each language that has one."
+    rel, by = {}, _by_class(captions)
+    for c in classes: rel[("image", int(c))] = by[int(c)]
+    return _pool("image→captions", _langs(captions), classes, "image", captions.lang.to_numpy(), captions.group, rel)
 
-def caption_pool(classes:np.ndarray, langs:list)->LareqaPool:
+def caption_image_pool(captions:pd.DataFrame, classes:np.ndarray)->LareqaPool:
+    "Captions → images: each caption's positive is its class's photo."
+    at = {int(c): i for i, c in enumerate(classes)}
+    rel = {(l, int(g)): np.array([at[int(g)]]) for g, l in zip(captions.group, captions.lang)}
+    return _pool("captions→images", ["image"], captions.group, captions.lang.to_numpy(), "image", classes, rel)
+
+def caption_pool(captions:pd.DataFrame)->LareqaPool:
     "Captions → captions of every language; a caption's positives are its class's captions."
-    n, L = len(classes), len(langs)
-    rel = {(l, int(c)): np.arange(L) * n + i for l in langs for i, c in enumerate(classes)}
-    return _pool("captions→captions", langs, np.tile(classes, L), np.repeat(langs, n), np.repeat(langs, n), np.tile(classes, L), rel)
+    by = _by_class(captions)
+    rel = {(l, int(g)): by[int(g)] for g, l in zip(captions.group, captions.lang)}
+    return _pool("captions→captions", _langs(captions), captions.group, captions.lang.to_numpy(), captions.lang.to_numpy(),
+                 captions.group, rel)
 
 # %% ../nbs/09_multimodal.ipynb #6b864e2d
 KS = (1, 5, 10)
@@ -350,11 +491,11 @@ def recall_by_lang(per_question:pd.DataFrame, # `LareqaResult.per_question`
                   )->pd.DataFrame:            # index lang; columns prefix_r1, prefix_r5, prefix_r10
     "R@k per language from the first relevant rank of each query in the language pools (not `all`)."
     t = per_question[per_question.pool_lang != "all"]
-    return pd.DataFrame({f"{prefix}_r{k}": (t.first_rank <= k).groupby(t[by]).mean() for k in KS}).rename_axis("lang")
+    return pd.DataFrame({f"{prefix}_r{k}": (t.first_rank <= k).groupby(t[by], sort=False).mean() for k in KS}).rename_axis("lang")
 
 def cross_map_by_lang(by_pair:pd.DataFrame)->pd.Series:
     "Mean X→Y caption mAP over Y ≠ X, per query language X."
-    return by_pair[by_pair.setting == "cross"].groupby("query_lang")["map"].mean().rename("cross_map").rename_axis("lang")
+    return by_pair[by_pair.setting == "cross"].groupby("query_lang", sort=False)["map"].mean().rename("cross_map").rename_axis("lang")
 
 def prototypes(emb:np.ndarray, n_templates:int)->np.ndarray:
     "Class prototypes: the normalised mean over consecutive blocks of `n_templates` caption rows."
@@ -373,186 +514,288 @@ def clip_score(image_emb:np.ndarray, # (n, d) image embeddings
     return w * np.maximum(cos, 0)
 
 # %% ../nbs/09_multimodal.ipynb #67a9b6dc
-def clipscore_table(image_emb:np.ndarray, # (n, d) held-out images
-                    cap_emb:np.ndarray,   # (L·n, d) their captions, language-major
-                    langs:list,           # the L languages
-                    w:float=2.5,          # CLIPScore weight
-                    seed:int=0,           # seed of the mismatch derangement
-                   )->pd.DataFrame:       # index lang; matched, mismatched, gap, vs_en
-    "Mean CLIPScore per language for matched and mismatched pairs, their gap, and matched minus English."
-    n = len(image_emb)
-    wrong = (np.arange(n) + int(np.random.default_rng(seed).integers(1, n))) % n
-    rows = {}
-    for k, l in enumerate(langs):
-        c = cap_emb[k * n:(k + 1) * n]
-        rows[l] = {"matched": clip_score(image_emb, c, w).mean(), "mismatched": clip_score(image_emb, c[wrong], w).mean()}
+def clipscore_table(image_emb:np.ndarray,   # (n, d) the photos of `classes`
+                    cap_emb:np.ndarray,     # (m, d) captions, rows aligned with `captions`
+                    captions:pd.DataFrame,  # group (class), lang of each caption
+                    classes:np.ndarray,     # the photos' classes
+                    w:float=2.5,            # CLIPScore weight
+                    seed:int=0,             # seed of the mismatch derangements
+                   )->pd.DataFrame:         # index lang; matched, mismatched, gap, vs_en
+    "Mean CLIPScore per language of matched pairs (photo, its class's caption) and mismatched ones (a caption of another class)."
+    at, rng, rows = {int(c): i for i, c in enumerate(classes)}, np.random.default_rng(seed), {}
+    for l, t in captions.reset_index(drop=True).groupby("lang", sort=False):
+        img, c = image_emb[[at[int(g)] for g in t.group]], cap_emb[t.index]
+        wrong = (np.arange(len(t)) + int(rng.integers(1, max(len(t), 2)))) % len(t)
+        rows[l] = {"matched": clip_score(img, c, w).mean(), "mismatched": clip_score(img, c[wrong], w).mean()}
     t = pd.DataFrame(rows).T.rename_axis("lang")
     t["gap"] = t.matched - t.mismatched
     return t.assign(vs_en=t.matched - t.matched.get("EN", np.nan))
 
 # %% ../nbs/09_multimodal.ipynb #7fca3116
 @dataclass
-class EvalData:
-    "Held-out classes with their cached features: images, evaluation captions and prototype captions."
-    classes: np.ndarray  # held-out classes
-    langs: list          # languages, in the language-major order of the caption rows
-    images: np.ndarray   # (n, image_dim)
-    captions: np.ndarray # (L·n, text_dim) "a photo of a {}" captions
-    ensemble: np.ndarray # (L·n·E, text_dim) E template captions per class, for prototypes
-    n_templates: int     # E
+class FoldTest:
+    "A fold's test set: its photos' classes, and the captions of every language that names each."
+    classes: np.ndarray    # test classes (one photo each)
+    captions: pd.DataFrame # group, lang, text ("a photo of a {}"), language-major
+    ensemble: list         # `slots` captions per row of `captions`, consecutive, for the prototypes
+    slots: int
 
-def _summary(t, i2c, cc, cs, zs)->dict:
-    return {"t2i_r1": t.t2i_r1.mean(), "i2t_r1": t.i2t_r1.mean(), "mono_r1": (t.t2i_r1.mean() + t.i2t_r1.mean()) / 2,
-            "t2i_r10": t.t2i_r10.mean(), "cross_map": cc.mean(), "multi_map": i2c.scores["multi_map"],
-            "rank_distance": i2c.scores["rank_distance"], "zs_acc": zs.mean(), "clip_matched": cs.matched.mean(),
-            "clip_gap": cs.gap.mean(), "clip_lang_spread": cs.matched.max() - cs.matched.min()}
+def fold_test(data:CaptionData, classes:np.ndarray)->FoldTest:
+    "The evaluation captions and prototype captions of `classes`."
+    r = data.rows(classes)
+    r["text"] = [data.caption(g, l, 0) for g, l in zip(r.group, r.lang)]
+    ens = [data.caption(g, l, s) for g, l in zip(r.group, r.lang) for s in range(len(data.slots))]
+    return FoldTest(np.asarray(classes), r, ens, len(data.slots))
 
-def evaluate_projection(model:DualProjection, # trained heads
-                        data:EvalData,        # held-out data
-                        w:float=2.5,          # CLIPScore weight
-                       )->tuple:              # (headline scores, per-language table)
-    "Per-language retrieval, cross-lingual caption mAP, language bias, zero-shot accuracy and CLIPScore."
-    with torch.no_grad():
-        img = model.encode_image(torch.from_numpy(data.images)).numpy()
-        cap = model.encode_text(torch.from_numpy(data.captions)).numpy()
-        ens = model.encode_text(torch.from_numpy(data.ensemble)).numpy()
-    c, L = data.classes, data.langs
-    i2c = lareqa_metrics(image_caption_pool(c, L), img, cap)
-    c2i = lareqa_metrics(caption_image_pool(c, L), cap, img)
-    c2c = lareqa_metrics(caption_pool(c, L), cap, cap)
-    zs = recall_by_lang(lareqa_metrics(image_caption_pool(c, L), img, prototypes(ens, data.n_templates)).per_question,
-                        "pool_lang", "zs").zs_r1.rename("zs_acc")
-    cs = clipscore_table(img, cap, L, w)
+def _items(ft, c2i, i2c, zs, c2c, clip)->pd.DataFrame:
+    "One row per (lang, class): t2i/i2t R@1, zero-shot hit, cross-lingual AP, CLIPScore; per class (lang 'all'): multi AP, rank distance."
+    key = ["lang", "group"]
+    pq = lambda r: r.per_question[r.per_question.pool_lang != "all"]
+    t2i = pq(c2i).assign(lang=lambda d: d.query_lang, group=lambda d: d.qid).set_index(key).r1.rename("t2i_r1")
+    i2t = pq(i2c).assign(lang=lambda d: d.pool_lang, group=lambda d: d.qid).set_index(key).r1.rename("i2t_r1")
+    hit = pq(zs).assign(lang=lambda d: d.pool_lang, group=lambda d: d.qid).set_index(key).r1.rename("zs_acc")
+    x = pq(c2c); x = x[x.pool_lang != x.query_lang]
+    cross = x.groupby([x.query_lang.rename("lang"), x.qid.rename("group")]).ap.mean().rename("cross_map")
+    per_lang = pd.concat([t2i, i2t, hit, cross, clip.rename("clip_matched")], axis=1)
+    a = i2c.per_question[i2c.per_question.pool_lang == "all"]
+    multi = pd.DataFrame({"lang": "all", "group": a.qid.to_numpy(), "multi_map": a.ap.to_numpy(), "rank_distance": a.rank_distance.to_numpy()})
+    return pd.concat([per_lang.reset_index(), multi], ignore_index=True)
+
+@torch.no_grad()
+def _captions_in_space(model:LitModel, texts:list, encode, batch_size:int=256)->np.ndarray:
+    with eval_mode(model):
+        return torch.cat([encode(model.text, texts[i:i + batch_size], "query").float().cpu() for i in range(0, len(texts), batch_size)]).numpy()
+
+def evaluate_lit(model:LitModel,        # a trained (or untrained) model
+                 ft:FoldTest,            # the fold's test set
+                 features:torch.Tensor,  # (1000, image_dim) image features
+                 encode=embed,           # `embed`, or `partial(cached_embed, cache)`
+                 w:float=2.5,            # CLIPScore weight
+                )->tuple:                # (headline scores, per-language table, per-item table)
+    "Per-language retrieval, cross-lingual caption mAP, language bias, zero-shot accuracy and CLIPScore on a fold's test set."
+    with torch.no_grad(), eval_mode(model): img = model.encode_image(features[ft.classes]).float().cpu().numpy()
+    cap, ens = _captions_in_space(model, ft.captions.text.tolist(), encode), _captions_in_space(model, ft.ensemble, encode)
+    caps = ft.captions
+    i2c = lareqa_metrics(image_caption_pool(ft.classes, caps), img, cap)
+    c2i = lareqa_metrics(caption_image_pool(caps, ft.classes), cap, img)
+    c2c = lareqa_metrics(caption_pool(caps), cap, cap)
+    zs = lareqa_metrics(image_caption_pool(ft.classes, caps), img, prototypes(ens, ft.slots))
+    cs = clipscore_table(img, cap, caps, ft.classes, w)
+    at = {int(c): i for i, c in enumerate(ft.classes)}
+    clip = pd.Series(clip_score(img[[at[int(g)] for g in caps.group]], cap, w), index=pd.MultiIndex.from_frame(caps[["lang", "group"]]))
     t = pd.concat([recall_by_lang(c2i.per_question, "query_lang", "t2i"), recall_by_lang(i2c.per_question, "pool_lang", "i2t"),
-                   cross_map_by_lang(c2c.by_pair), zs, cs.add_prefix("clip_")], axis=1).loc[L]
-    return _summary(t, i2c, t.cross_map, cs, t.zs_acc), t
+                   cross_map_by_lang(c2c.by_pair), recall_by_lang(zs.per_question, "pool_lang", "zs").zs_r1.rename("zs_acc"),
+                   cs.add_prefix("clip_"), caps.groupby("lang", sort=False).size().rename("classes")], axis=1).loc[_langs(caps)]
+    scores = {"t2i_r1": t.t2i_r1.mean(), "i2t_r1": t.i2t_r1.mean(), "mono_r1": (t.t2i_r1.mean() + t.i2t_r1.mean()) / 2,
+              "t2i_r10": t.t2i_r10.mean(), "cross_map": t.cross_map.mean(), "multi_map": i2c.scores["multi_map"],
+              "rank_distance": i2c.scores["rank_distance"], "zs_acc": t.zs_acc.mean(), "clip_matched": t.clip_matched.mean(),
+              "clip_gap": t.clip_gap.mean(), "clip_lang_spread": t.clip_matched.max() - t.clip_matched.min()}
+    return scores, t, _items(ft, c2i, i2c, zs, c2c, clip)
+
+# %% ../nbs/09_multimodal.ipynb #f85e2fe6
+def backbone(text:SentenceTransformer)->SentenceTransformer: # shares `text`'s modules
+    "A text tower without its projection (`with_projection`'s two modules): the encoder's own embedding."
+    mods = list(text)
+    if len(mods) >= 2 and type(mods[-2]).__name__ == "Dense": mods = mods[:-2]
+    return SentenceTransformer(modules=mods, device=str(text.device), prompts=text.prompts)
+
+TEXT_SCORES = ["mono_map", "cross_map", "multi_map", "rank_distance"]
+
+def text_quality(text:SentenceTransformer, # a text tower (its projection is left out) or a plain encoder
+                 pool,                     # a LAReQA pool (`load_lareqa`)
+                 prefix=None,              # `pool_prefix` of the base encoder: run only the layers above it
+                 batch_size:int=128,
+                )->dict:                   # TEXT_SCORES
+    "LAReQA scores of the text tower's own embedding on `pool`."
+    r = evaluate(backbone(text), pool, batch_size, show_progress_bar=False, prefix=prefix)
+    return {k: float(r.scores[k]) for k in TEXT_SCORES}
 
 # %% ../nbs/09_multimodal.ipynb #689c31a4
 EN_ONLY = Variant("EN-only", "en_only", 1.0)  # the zero-shot transfer baseline
 MM_VARIANTS = [EN_ONLY, Variant("X-X-mono", "x_x_mono", 1.0), Variant("X-Y", "x_y", 0.0), Variant("hybrid", "hybrid", 0.5)]
+LOCKED = ", locked text"                       # label suffix of a run with a locked text tower
 
 @dataclass
 class MultimodalConfig:
-    "A multimodal study: data, variants, seeds and training settings."
+    "A multimodal study: data, variants, seeds, folds and training settings."
     name: str = "quick"
     langs: list = field(default_factory=lambda: list(LANGS))
-    test_frac: float = 0.3          # share of the fully covered classes held out
-    split_seed: int = 0
-    train_templates: int = 4        # photo templates per training caption (drawn per item)
-    eval_templates: int = 4         # templates averaged into zero-shot class prototypes
+    slots: int = 4                  # photo templates per (class, language): drawn in training, averaged into prototypes
+    n_folds: int = 4
+    fold_seed: int = 0
+    folds: list|None = None         # folds to run (None: all, so that every class is tested once)
     variants: list = field(default_factory=lambda: list(MM_VARIANTS))
-    seeds: list = field(default_factory=lambda: [0, 1])
-    train: dict = field(default_factory=dict)  # MMTrainConfig fields shared by every run
+    seeds: list = field(default_factory=lambda: [0])
+    locked: list = field(default_factory=list)  # labels of variants also run with a locked text tower
+    train: dict = field(default_factory=dict)   # LitConfig fields shared by every run
     clip_w: float = 2.5
+    text_pool: str|None = "xquad-r" # LAReQA pool scoring the text tower's own quality (None: not scored)
+    text_langs: list|None = None    # its languages (None: all)
+    text_seeds: list = field(default_factory=lambda: [0])  # seeds whose runs are scored on it
     threads: int = 2
 
-PRESETS = {
-    "quick": MultimodalConfig("quick", train=dict(steps=400, batch_size=64)),
-    "full": MultimodalConfig("full", train_templates=16, eval_templates=8, seeds=[0, 1, 2, 3, 4],
-                             train=dict(steps=3000, batch_size=128, dim=512)),
+_QUICK_LIT = dict(max_steps=150, batch_size=64, train_layers=2, eval_every=50)
+MM_PRESETS = {
+    "quick": MultimodalConfig("quick", slots=2, text_langs=["en", "de", "zh"], train=_QUICK_LIT),
+    "full": MultimodalConfig("full", seeds=[0, 1, 2], locked=["hybrid"], train=dict(max_steps=300)),
 }
 
 def multimodal_config(config:str|Path|MultimodalConfig)->MultimodalConfig:
     "A preset ('quick', 'full'), a JSON file with MultimodalConfig fields, or a config as is."
     if isinstance(config, MultimodalConfig): return config
-    if str(config) in PRESETS: return PRESETS[str(config)]
+    if str(config) in MM_PRESETS: return MM_PRESETS[str(config)]
     d = json.loads(Path(config).read_text())
     if "variants" in d: d["variants"] = [Variant(**v) for v in d["variants"]]
     return MultimodalConfig(**d)
 
-# %% ../nbs/09_multimodal.ipynb #d2d3f594
-def prepare_data(cfg:MultimodalConfig, root:str|Path|None=None)->tuple:
-    "Names, split, cached image features and caption embeddings: (caption bank, image features, groups, eval data, info)."
-    names, templates = load_class_names(cfg.langs, root), load_templates(cfg.langs, root)
-    train_cls, test_cls = split_classes(names, cfg.test_frac, cfg.split_seed)
-    assert_classes_disjoint(train_cls, test_cls)
-    t0 = time.time(); feats = image_features(image_files(root)); t_img = time.time() - t0
-    tr = caption_table(names, templates, train_cls, photo_templates(templates, cfg.train_templates))
-    ev = caption_table(names, templates, test_cls, photo_templates(templates, 1))  # language-major, one per class
-    en = caption_table(names, templates, test_cls, photo_templates(templates, cfg.eval_templates))
-    t0 = time.time(); emb = caption_embeddings(pd.concat([tr.text, ev.text, en.text]).tolist()); t_txt = time.time() - t0
-    ev_emb, en_emb = emb[len(tr):len(tr) + len(ev)], emb[len(tr) + len(ev):]
-    data = EvalData(test_cls, list(cfg.langs), feats[test_cls], ev_emb, en_emb, cfg.eval_templates)
-    info = {"train_classes": len(train_cls), "test_classes": len(test_cls), "train_captions": len(tr),
-            "coverage": language_coverage(names).classes.to_dict(), "image_seconds": t_img, "text_seconds": t_txt,
-            "test_class_ids": test_cls.tolist()}
-    return CaptionBank.from_table(tr, emb[:len(tr)]), feats, tr[["group", "lang"]].drop_duplicates(), data, info
+def lit_config(cfg:MultimodalConfig, v:Variant, seed:int, fold:int, locked:bool=False)->LitConfig:
+    "The `LitConfig` of one run of the study."
+    strategy, langs = ("x_x_mono", ["EN"]) if v.strategy == "en_only" else (v.strategy, None)
+    return check_lit(LitConfig(**{**cfg.train, "strategy": strategy, "alpha": v.alpha if strategy == "hybrid" else None,
+                                  "langs": langs, "caption_langs": list(cfg.langs), "slots": cfg.slots, "n_folds": cfg.n_folds,
+                                  "fold": fold, "fold_seed": cfg.fold_seed, "seed": seed,
+                                  **({"train_layers": 0} if locked else {})}))
 
 # %% ../nbs/09_multimodal.ipynb #678789cf
-HEADLINE = ["mono_r1", "t2i_r1", "i2t_r1", "cross_map", "multi_map", "rank_distance", "zs_acc", "clip_matched", "clip_gap", "clip_lang_spread"]
+MM_HEADLINE = ["mono_r1", "t2i_r1", "i2t_r1", "cross_map", "multi_map", "rank_distance", "zs_acc", "clip_matched", "clip_gap", "clip_lang_spread"]
 
-def _versions()->dict:
-    import torch, sentence_transformers, hybrid_batch
-    return {"python": platform.python_version(), "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
-            "hybrid_batch": hybrid_batch.__version__, "image_tower": IMAGE_TOWER, "image_prep": IMAGE_PREP,
-            "text_tower": EMBEDDED, "machine": platform.machine(), "threads": torch.get_num_threads()}
+def _versions()->dict: return versions(image_tower=IMAGE_TOWER, image_prep=IMAGE_PREP, text_tower=EMBEDDED)
 
-def _run_config(cfg:MultimodalConfig, v:Variant, seed:int)->MMTrainConfig:
-    return MMTrainConfig(**{**cfg.train, "alpha": v.alpha, "seed": seed, "langs": ["EN"] if v.strategy == "en_only" else None})
+def _label(v:Variant, locked:bool)->str: return v.label + (LOCKED if locked else "")
+def _items_name(rec)->str: return f"items/{rec['variant'].replace(', ', '_').replace(' ', '-')}-seed{rec['seed']}-fold{rec['fold']}.csv"
+def _run_key(rec)->tuple: return rec["variant"], rec["seed"], rec["fold"]
 
-def _write_csv(df:pd.DataFrame, path:Path):
-    with atomic_write(path, "w") as f: df.to_csv(f, index=False)
+def _todo(cfg:MultimodalConfig):
+    "(variant, seed, fold, locked) seed by seed, so that a stopped study has every variant of its first seeds."
+    for s in cfg.seeds:
+        for f in (cfg.folds if cfg.folds is not None else range(cfg.n_folds)):
+            for v in cfg.variants:
+                yield v, s, f, False
+                if v.label in cfg.locked: yield v, s, f, True
+
+def run_lit(cfg:MultimodalConfig, v:Variant, seed:int, fold:int, locked:bool, data:CaptionData, text_eval=None,
+            progress:bool=False)->tuple:
+    "Train and evaluate one run: (record, per-item table)."
+    lc = lit_config(cfg, v, seed, fold, locked)
+    run = setup_lit_run(lc, data)
+    run_steps(run, progress)
+    r = finish_run(run)
+    t0 = time.time()
+    scores, table, items = evaluate_lit(r.model, fold_test(data, data.folds[fold]), data.features, run.encode, cfg.clip_w)
+    text = text_quality(r.model.text, *text_eval) if text_eval and seed in cfg.text_seeds and not locked else None
+    rec = {"variant": _label(v, locked), "strategy": v.strategy, "alpha": v.alpha, "seed": seed, "fold": fold,
+           "train_layers": lc.train_layers, "scores": scores, "text": text,
+           "per_lang": json.loads(table.to_json(orient="index")),
+           "train": {"steps": r.state.step, "best_step": r.state.best_step, "best_valid_loss": r.state.best_loss,
+                     "valid_loss": r.history.valid_loss.dropna().tolist(), "batch_types": r.report["batch_types"],
+                     "seconds": r.wall_seconds}, "eval_seconds": time.time() - t0}
+    return rec, items
+
+def _text_eval(cfg:MultimodalConfig, k:int)->tuple|None:
+    "(pool, prefix of the base encoder through its lower 12 − k layers) for the text-quality scores, or None."
+    if not cfg.text_pool: return None
+    base = load_encoder(cfg.train.get("model", EMBEDDED)); base.max_seq_length = 128
+    pool = load_lareqa(cfg.text_pool, cfg.text_langs)
+    return pool, pool_prefix(base, pool, n_layers(base) - k, 128, store=True), base
 
 # %% ../nbs/09_multimodal.ipynb #a43cb93a
-def run_variant(cfg:MultimodalConfig, v:Variant, seed:int, bank, feats, groups, data)->tuple:
-    "Train and evaluate one (variant, seed): (record, per-language table)."
-    r = train_projection(_run_config(cfg, v, seed), feats, bank, groups)
-    t0 = time.time(); scores, table = evaluate_projection(r.model, data, cfg.clip_w)
-    rec = {"variant": v.label, "strategy": v.strategy, "alpha": v.alpha, "seed": seed, "scores": scores,
-           "train": {"steps": len(r.losses), "final_loss": float(np.mean(r.losses[-20:])), "batch_types": r.batch_types,
-                     "seconds": r.seconds}, "eval_seconds": time.time() - t0}
-    return rec, table.reset_index().assign(variant=v.label, alpha=v.alpha, seed=seed)
-
 def _with_overrides(cfg:MultimodalConfig, alphas, seeds)->MultimodalConfig:
     "A copy of `cfg` with an α grid of hybrid variants and/or other seeds."
     d = {**asdict(cfg), "variants": list(cfg.variants)}
-    if alphas is not None: d.update(name=f"{cfg.name}-sweep", variants=[Variant(f"α={a:g}", "hybrid", float(a)) for a in alphas])
+    if alphas is not None:
+        d.update(name=f"{cfg.name}-sweep", locked=[], variants=alpha_grid(alphas))
     if seeds is not None: d["seeds"] = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     return MultimodalConfig(**d)
 
+def _study_doc(cfg)->dict: return json.loads(json.dumps(asdict(cfg)))
+
+def _resumable(out:Path, cfg:MultimodalConfig)->dict|None:
+    "The results document already in `out`, refusing one written by a different study config."
+    if not (out/"results.json").exists(): return None
+    doc = load_study(out)
+    check_resumable(out/"results.json", doc.get("study") or {}, _study_doc(cfg))
+    return doc
+
 def run_multimodal(config:str|Path|MultimodalConfig="quick", # preset name, JSON file or config
-                   out:str|Path="results/multimodal",       # output folder
+                   out:str|Path="results/multimodal",       # output folder (resumed if it holds this study's results.json)
                    alphas:list|None=None,  # if given: an α sweep (hybrid with these αs) instead of the variants
                    seeds:int|list|None=None, # number of seeds (0..n-1) or a list; default: the config's
                    root:str|Path|None=None, # data folder
+                   progress:bool=False,     # progress bars of the training loops
                   )->dict:                  # the results document
-    "Run a multimodal study and write results.json, CSV tables and figures into `out`."
-    t_start, cfg = time.time(), _with_overrides(multimodal_config(config), alphas, seeds)
-    set_threads(cfg.threads)
-    bank, feats, groups, data, info = prepare_data(cfg, root)
-    runs, tables = [], []
-    for v in cfg.variants:
-        for s in cfg.seeds:
-            rec, t = run_variant(cfg, v, s, bank, feats, groups, data); runs.append(rec); tables.append(t)
-            doc = {"study": asdict(cfg), "data": info, "versions": _versions(), "runs": runs, "wall_seconds": time.time() - t_start}
-            write_results(out, doc, pd.concat(tables, ignore_index=True))  # after every run: a stopped study keeps its runs
+    "Run (or resume) a multimodal study, writing results.json, per-item scores, tables and figures into `out` after every run."
+    t_start, cfg, out = time.time(), _with_overrides(multimodal_config(config), alphas, seeds), Path(out)
+    set_threads(cfg.threads); out.mkdir(parents=True, exist_ok=True)
+    doc = _resumable(out, cfg) or {"study": _study_doc(cfg), "runs": [], "wall_seconds": 0.0}
+    done, start_wall = {_run_key(r) for r in doc["runs"]}, doc["wall_seconds"]
+    t0 = time.time(); data = load_caption_data(cfg.langs, cfg.slots, cfg.n_folds, cfg.fold_seed, root)
+    doc["data"] = {"classes": int(sum(len(f) for f in data.folds)), "folds": [f.tolist() for f in data.folds],
+                   "coverage": language_coverage(data.names).classes.to_dict(), "captions": len(data.texts()["query"]),
+                   "prepare_seconds": time.time() - t0}
+    te = _text_eval(cfg, LitConfig(**cfg.train).train_layers) if cfg.text_pool else None
+    if te and "text_base" not in doc: doc["text_base"] = text_quality(te[2], te[0], te[1])
+    for v, s, f, locked in _todo(cfg):
+        if (_label(v, locked), s, f) in done: continue
+        rec, items = run_lit(cfg, v, s, f, locked, data, te[:2] if te else None, progress)
+        with atomic_write(out/_items_name(rec), "w") as fh: items.to_csv(fh, index=False)
+        doc["runs"].append(rec); doc["versions"] = _versions(); doc["wall_seconds"] = start_wall + time.time() - t_start
+        write_results(out, doc)
     return doc
 
 # %% ../nbs/09_multimodal.ipynb #967e2e16
-def runs_frame(doc:dict)->pd.DataFrame:
-    "One row per run: variant, alpha, seed and the headline scores."
-    return pd.DataFrame([{"variant": r["variant"], "alpha": r["alpha"], "seed": r["seed"], **{k: r["scores"][k] for k in HEADLINE}}
-                         for r in doc["runs"]])
+def mm_runs(doc:dict)->pd.DataFrame:
+    "One row per run: fold, variant, alpha, seed and the headline scores."
+    return runs_frame(doc, ["fold"], MM_HEADLINE)
 
-def summary_table(doc:dict)->pd.DataFrame:
-    "Mean over seeds of every headline score per variant (and the seed count)."
-    df = runs_frame(doc)
-    g = df.groupby("variant", sort=False)
-    return g[HEADLINE].mean().assign(sd_mono_r1=g.mono_r1.std(ddof=1), sd_cross_map=g.cross_map.std(ddof=1), seeds=g.size())
+def mm_summary(doc:dict)->pd.DataFrame: # columns (mean|sd|n, score); index variant
+    "Mean and sd over seeds of every headline score per variant, each seed's score the mean over its folds."
+    return seed_summary(mm_runs(doc), ["variant"], MM_HEADLINE, average=["fold"])
+
+def per_language(doc:dict)->pd.DataFrame:
+    "One row per run and language: the per-language table of every run."
+    return pd.concat([pd.DataFrame(r["per_lang"]).T.rename_axis("lang").reset_index()
+                      .assign(variant=r["variant"], alpha=r["alpha"], seed=r["seed"], fold=r["fold"]) for r in doc["runs"]],
+                     ignore_index=True)
 
 def language_table(per_lang:pd.DataFrame, cols:list=("t2i_r1", "i2t_r1", "zs_acc", "clip_matched"))->pd.DataFrame:
-    "Seed-mean of per-language columns: one row per language, one column per (score, variant)."
+    "Mean over folds and seeds of per-language columns: one row per language, one column per (score, variant)."
     return per_lang.groupby(["lang", "variant"], sort=False)[list(cols)].mean().unstack("variant")
+
+def text_table(doc:dict)->pd.DataFrame:
+    "The text tower's own LAReQA scores: the base encoder, and each variant's mean over the runs that were scored."
+    rows = [{"variant": "base encoder (before)", **doc["text_base"]}] if doc.get("text_base") else []
+    rows += [{"variant": r["variant"], **r["text"]} for r in doc["runs"] if r.get("text")]
+    if not rows: return pd.DataFrame()
+    g = pd.DataFrame(rows).groupby("variant", sort=False)
+    return g[TEXT_SCORES].mean().join(g[["mono_map"]].std(ddof=1).add_prefix("sd_")).assign(runs=g.size())
+
+# %% ../nbs/09_multimodal.ipynb #a6ade786
+ITEM_SCORES = ["t2i_r1", "i2t_r1", "zs_acc", "cross_map", "clip_matched", "multi_map", "rank_distance"]
+
+def class_scores(out:str|Path, doc:dict, variant:str)->pd.DataFrame: # index class; ITEM_SCORES
+    "Per test class: each item score averaged over its languages, then over the variant's seeds (every fold's classes)."
+    recs = [r for r in doc["runs"] if r["variant"] == variant]
+    items = pd.concat([pd.read_csv(Path(out)/_items_name(r)).assign(seed=r["seed"]) for r in recs])
+    return items.groupby(["seed", "group"])[ITEM_SCORES].mean().groupby("group").mean()  # the 'all' rows carry multi, rank
+
+def bootstrap_vs(out:str|Path, doc:dict, target:str="hybrid", n:int=10_000)->pd.DataFrame:
+    "`target` minus every other variant per score, paired over test classes: mean difference and 95% interval."
+    variants, rows = list(dict.fromkeys(r["variant"] for r in doc["runs"])), []
+    if target not in variants: return pd.DataFrame()
+    a = class_scores(out, doc, target)
+    for other in (v for v in variants if v != target):
+        rows += bootstrap_rows(a, class_scores(out, doc, other), ITEM_SCORES, n, count="n_classes", comparison=f"{target} − {other}")
+    return pd.DataFrame(rows)
 
 # %% ../nbs/09_multimodal.ipynb #6a44a8d6
 def plot_tradeoff(doc:dict, y:str="cross_map", x:str="mono_r1")->plt.Figure:
     "Seed mean ± sd of every variant in the (x, y) plane, Pareto-optimal ones ringed (rank distance: lower is better)."
-    g = runs_frame(doc).groupby("variant", sort=False)
-    pts = pd.DataFrame({"x": g[x].mean(), "y": g[y].mean(), "sx": g[x].std(ddof=1), "sy": g[y].std(ddof=1)})
+    s = mm_summary(doc)
+    pts = pd.DataFrame({"x": s["mean"][x], "y": s["mean"][y], "sx": s["sd"][x], "sy": s["sd"][y]})
     return frontier_figure(pts, x, y, doc["study"]["name"], y == "rank_distance")
 
 def plot_clipscore(per_lang:pd.DataFrame, col:str="clip_matched")->plt.Figure:
-    "CLIPScore per language against α (seed means), one line per language."
+    "CLIPScore per language against α (means over folds and seeds), one line per language."
     t = per_lang.groupby(["alpha", "lang"])[col].mean().unstack("lang")
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=80)
     t.plot(ax=ax, marker="o", ms=3, lw=1)
@@ -560,24 +803,18 @@ def plot_clipscore(per_lang:pd.DataFrame, col:str="clip_matched")->plt.Figure:
     fig.tight_layout()
     return fig
 
-# %% ../nbs/09_multimodal.ipynb #9d280156
-def _png(fig)->bytes:
-    import io
-    buf = io.BytesIO(); fig.savefig(buf, format="png"); plt.close(fig)
-    return buf.getvalue()
+def _write_csv(df:pd.DataFrame, path:Path):
+    with atomic_write(path, "w") as f: df.to_csv(f, index=False)
 
-def write_results(out:str|Path, doc:dict, per_lang:pd.DataFrame)->list:
-    "Write results.json, runs.csv, per_language.csv and the figures atomically; the written file names."
+def write_results(out:str|Path, doc:dict)->list:
+    "Write results.json, runs.csv, per_language.csv, bootstrap.csv and the figures atomically; the written file names."
     out = Path(out)
-    write_json(out/"results.json", doc)
-    _write_csv(runs_frame(doc), out/"runs.csv"); _write_csv(per_lang, out/"per_language.csv")
-    figs = {"tradeoff_cross_map.png": plot_tradeoff(doc), "tradeoff_rank_distance.png": plot_tradeoff(doc, "rank_distance")}
+    save_study(out, doc)
+    per_lang = per_language(doc)
+    _write_csv(mm_runs(doc), out/"runs.csv"); _write_csv(per_lang, out/"per_language.csv")
+    _write_csv(bootstrap_vs(out, doc, n=2_000), out/"bootstrap.csv")
+    figs = {"tradeoff_cross_map.png": plot_tradeoff(doc), "tradeoff_rank_distance.png": plot_tradeoff(doc, "rank_distance"),
+            "tradeoff_zs_cross.png": plot_tradeoff(doc, "cross_map", "zs_acc")}
     if all(r["strategy"] == "hybrid" for r in doc["runs"]): figs["clipscore_vs_alpha.png"] = plot_clipscore(per_lang)
-    for name, fig in figs.items():
-        with atomic_write(out/name) as f: f.write(_png(fig))
+    write_figures(out, figs)
     return sorted(p.name for p in out.iterdir() if p.is_file())
-
-def load_study(out:str|Path)->tuple:
-    "(results document, per-language table) of a study folder."
-    out = Path(out)
-    return json.loads((out/"results.json").read_text()), pd.read_csv(out/"per_language.csv")

@@ -4,34 +4,28 @@
 
 # %% ../nbs/08_tradeoff.ipynb #61210003
 from __future__ import annotations
-import base64, io, json, platform, time
+import base64, json, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 import matplotlib; import matplotlib.pyplot as plt
-from .core import atomic_write, discard_dir, json_safe, set_threads, write_json
+from .core import atomic_write, discard_dir, json_safe, set_threads
 from .data import load_lareqa
 from .models import copy_encoder, native_bf16, precision, to_bf16
 from .train import TrainConfig, train, run_model, setup_run, run_steps, save_checkpoint, latest_checkpoint
-from .evaluate import evaluate, paired_bootstrap, pool_prefix
+from .evaluate import evaluate, pool_prefix
+from .study import (Variant, alpha_grid, bootstrap_rows, check_resumable, frontier_figure, load_study, png,
+                                runs_frame as study_runs, save_study, seed_summary, versions, write_figures)
 
 # %% auto #0
 __all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'BUDGET_SCORES', 'PAPER_ID',
-           'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'Variant', 'StudyConfig', 'study_config', 'sweep_config',
-           'question_scores', 'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'load_results', 'run_study',
-           'adopt_runs', 'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table',
-           'claims_table', 'pareto_mask', 'frontier_figure', 'plot_frontier', 'budget_table', 'budget_figure',
-           'report_figures', 'at_budget', 'study_seconds', 'results_markdown', 'report_html', 'write_report',
-           'paper_table', 'paper_comparison', 'transfer_table', 'bias_change']
+           'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'StudyConfig', 'study_config', 'sweep_config', 'question_scores',
+           'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'run_study', 'adopt_runs', 'runs_frame',
+           'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table', 'claims_table', 'plot_frontier',
+           'budget_table', 'budget_figure', 'report_figures', 'at_budget', 'study_seconds', 'results_markdown',
+           'report_html', 'write_report', 'paper_table', 'paper_comparison', 'transfer_table', 'bias_change']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
-@dataclass
-class Variant:
-    "One batch strategy of a study."
-    label: str      # name in tables, e.g. "hybrid" or "α=0.3"
-    strategy: str   # TrainConfig.strategy
-    alpha: float    # P(X-X-mono batch)
-
 PAPER_VARIANTS = [Variant("X-X-mono", "x_x_mono", 1.0), Variant("X-Y", "x_y", 0.0), Variant("hybrid", "hybrid", 0.5)]
 DIRECTIONS = [("xquad", "mlqa-r"), ("mlqa-r", "xquad-r")]  # (training data, evaluation pool)
 
@@ -96,7 +90,7 @@ def sweep_config(alphas:list,                 # the αs to train
     if budget is not None and budget not in (b.budgets or []):
         raise ValueError(f"budget {budget} is not one of the base's budgets {b.budgets}")
     name = f"sweep-{base if isinstance(base, str) else b.name}" + (f"-{budget}" if budget else "")
-    return StudyConfig(**{**asdict(b), "name": name, "variants": [Variant(f"α={a:g}", "hybrid", float(a)) for a in alphas],
+    return StudyConfig(**{**asdict(b), "name": name, "variants": alpha_grid(alphas),
                           "seeds": list(seeds), "directions": list(directions or b.directions), "zero_shot": False,
                           **({"budgets": [budget], "top_budget_seeds": None} if budget is not None else {})})
 
@@ -216,20 +210,9 @@ def _csv_name(rec):
     step = f"-step{rec['budget']}" if rec.get("budget") else ""
     return f"runs/{rec['train_data']}_to_{rec['pool']}/{rec['variant'].replace('/', '-')}-seed{rec['seed']}{step}.csv"
 
-def _versions()->dict:
-    import torch, transformers, sentence_transformers, hybrid_batch
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "sentence_transformers": sentence_transformers.__version__, "hybrid_batch": hybrid_batch.__version__,
-            "machine": platform.machine(), "threads": __import__("torch").get_num_threads()}
-
 # %% ../nbs/08_tradeoff.ipynb #ff2944de
 def _save_results(out:Path, cfg:StudyConfig, runs:list):
-    doc = {"study": asdict(cfg), "versions": _versions(), "runs": runs}
-    write_json(out/"results.json", doc, ensure_ascii=True)
-
-def load_results(out:str|Path)->dict:
-    "The `results.json` of a study folder."
-    return json.loads((Path(out)/"results.json").read_text())
+    save_study(out, {"study": asdict(cfg), "versions": versions(), "runs": runs})
 
 # %% ../nbs/08_tradeoff.ipynb #c29e91d1
 def _todo(cfg):
@@ -248,13 +231,10 @@ def _defaults()->dict: return json_safe(asdict(StudyConfig()))
 def _resumable_runs(out:Path, cfg:StudyConfig)->list:
     "The runs already in `out`, refusing a folder written by a different study config (fields added since count as default)."
     if not (out/"results.json").exists(): return []
-    old, new = load_results(out)["study"], json_safe(asdict(cfg))
-    old = {**{k: v for k, v in _defaults().items() if k not in old}, **old}
-    if old != new:
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ValueError(f"{out/'results.json'} was written by a different study config (fields {diff}); "
-                         "use another output folder")
-    return load_results(out)["runs"]
+    doc = load_study(out)
+    old = {**{k: v for k, v in _defaults().items() if k not in doc["study"]}, **doc["study"]}
+    check_resumable(out/"results.json", old, json_safe(asdict(cfg)))
+    return doc["runs"]
 
 def run_study(cfg:StudyConfig,        # what to run
               out:str|Path,           # output folder (resumed if it holds results.json)
@@ -279,7 +259,7 @@ def run_study(cfg:StudyConfig,        # what to run
         if upto: run_budgets(cfg, d, v, s, pool, out, budgets, save, _shared(cfg, pool, cache), progress, upto)
         else: save(*run_one(cfg, d, v, s, pool, progress, _shared(cfg, pool, cache)))
     write_report(out)
-    return load_results(out)
+    return load_study(out)
 
 # %% ../nbs/08_tradeoff.ipynb #75fe407c
 _NOT_SETTINGS = {"name", "variants", "seeds", "directions", "budgets", "top_budget_seeds", "zero_shot"}
@@ -292,7 +272,7 @@ def adopt_runs(out:str|Path,        # the α sweep's folder
                source:str|Path,      # folder of a study with the same settings (e.g. the budget study)
               )->int:                # runs adopted by this call
     "Copy into `out` the runs of `source` that are points of the sweep `cfg`: same settings, seed, direction, budget and α."
-    out, src = Path(out), load_results(source)
+    out, src = Path(out), load_study(source)
     mine, theirs = _settings(json_safe(asdict(cfg))), _settings(src["study"])
     if mine != theirs:
         raise ValueError(f"{Path(source)/'results.json'}: its study differs from {cfg.name!r} in "
@@ -317,14 +297,11 @@ LOWER_IS_BETTER = {"rank_distance"}
 
 def runs_frame(doc:dict)->pd.DataFrame:
     "One row per run: direction, variant, alpha, seed and the headline scores."
-    return pd.DataFrame([{"direction": r["direction"], "variant": r["variant"], "alpha": r["alpha"], "seed": r["seed"],
-                          **{k: r["scores"][k] for k in HEADLINE}} for r in doc["runs"]])
+    return study_runs(doc, ["direction"], HEADLINE)
 
 def summary_table(doc:dict)->pd.DataFrame:
     "Mean and standard deviation over seeds of every headline score, per direction and variant."
-    df = runs_frame(doc)
-    g = df.groupby(["direction", "variant"], sort=False)[HEADLINE]
-    return pd.concat({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.size().to_frame("seeds").T.T}, axis=1)
+    return seed_summary(runs_frame(doc), ["direction", "variant"], HEADLINE)
 
 # %% ../nbs/08_tradeoff.ipynb #868c54ae
 def format_summary(doc:dict, digits:int=3)->pd.DataFrame:
@@ -350,13 +327,8 @@ def bootstrap_table(out:str|Path, doc:dict, target:str="hybrid", n:int|None=None
         if target not in variants: continue
         a = seed_mean_scores(out, doc, d, target)
         for other in (v for v in variants if v != target):
-            b = seed_mean_scores(out, doc, d, other).reindex(a.index)
-            for col in ("mono", "cross", "multi", "rank_distance"):
-                ok = a[col].notna() & b[col].notna()
-                r = paired_bootstrap(a[col][ok].to_numpy(), b[col][ok].to_numpy(), n=n, seed=0)
-                rows.append({"direction": d, "comparison": f"{target} − {other}", "score": col,
-                             "diff": r.diff, "low": r.low, "high": r.high, "n_questions": int(ok.sum()),
-                             "significant": not (r.low <= 0 <= r.high)})
+            rows += bootstrap_rows(a, seed_mean_scores(out, doc, d, other), ["mono", "cross", "multi", "rank_distance"], n,
+                                   count="n_questions", direction=d, comparison=f"{target} − {other}")
     return pd.DataFrame(rows)
 
 # %% ../nbs/08_tradeoff.ipynb #449e4cbf
@@ -383,32 +355,7 @@ def claims_table(out:str|Path,              # study folder
                          "holds": _verdict(r["diff"], r["low"], r["high"], lower)})
     return pd.DataFrame(rows)
 
-# %% ../nbs/08_tradeoff.ipynb #be146b75
-def pareto_mask(x:np.ndarray, # first objective (higher is better)
-                y:np.ndarray, # second objective (higher is better)
-               )->np.ndarray: # True where no other point dominates
-    "Points not dominated by any other (maximising both coordinates)."
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    dom = (x[None, :] >= x[:, None]) & (y[None, :] >= y[:, None]) & ((x[None, :] > x[:, None]) | (y[None, :] > y[:, None]))
-    return ~dom.any(1)
-
 # %% ../nbs/08_tradeoff.ipynb #a0e07101
-def frontier_figure(points:pd.DataFrame, # one row per variant (index = label): x, y and optional sx, sy (sd)
-                    xlabel:str, ylabel:str, title:str,
-                    lower_better:bool=False, # y is better when lower (rank distance)
-                   )->plt.Figure:
-    "Points with ± sd bars; the Pareto-optimal ones (higher x, better y) ringed."
-    fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=80)
-    mx, my = points["x"].to_numpy(float), points["y"].to_numpy(float)
-    sd = lambda c: points[c].fillna(0).to_numpy(float) if c in points else None
-    ax.errorbar(mx, my, xerr=sd("sx"), yerr=sd("sy"), fmt="o", capsize=3)
-    front = pareto_mask(mx, -my if lower_better else my)
-    ax.scatter(mx[front], my[front], s=160, facecolors="none", edgecolors="C3", label="Pareto-optimal")
-    for label, a, b in zip(points.index, mx, my): ax.annotate(str(label), (a, b), textcoords="offset points", xytext=(5, 4), fontsize=8)
-    ax.set(xlabel=xlabel, ylabel=ylabel, title=title); ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return fig
-
 def plot_frontier(doc:dict, direction:str, y:str="cross_map", x:str="mono_map")->plt.Figure:
     "Mean ± sd of every variant of `direction` in the (x, y) plane; Pareto-optimal variants ringed (rank distance: lower is better)."
     s = summary_table(doc).loc[direction]
@@ -440,18 +387,14 @@ def budget_figure(doc:dict, direction:str)->plt.Figure:
     return fig
 
 # %% ../nbs/08_tradeoff.ipynb #82575216
-def _png(fig)->bytes:
-    buf = io.BytesIO(); fig.savefig(buf, format="png"); plt.close(fig)
-    return buf.getvalue()
-
 def report_figures(doc:dict)->dict:
     "File name -> PNG bytes: the mono/cross and mono/multi planes of every direction (at the largest budget), budget curves."
     figs, budgets = {}, sorted({r["budget"] for r in doc["runs"] if r.get("budget")})
     planes = at_budget(doc, budgets[-1]) if budgets else doc
     for d in dict.fromkeys(r["direction"] for r in doc["runs"]):
         slug = d.replace("→", "_to_")
-        for y in ("cross_map", "multi_map", "rank_distance"): figs[f"{slug}_{y}.png"] = _png(plot_frontier(planes, d, y))
-        if budgets: figs[f"{slug}_budget.png"] = _png(budget_figure(doc, d))
+        for y in ("cross_map", "multi_map", "rank_distance"): figs[f"{slug}_{y}.png"] = png(plot_frontier(planes, d, y))
+        if budgets: figs[f"{slug}_budget.png"] = png(budget_figure(doc, d))
     return figs
 
 # %% ../nbs/08_tradeoff.ipynb #c12af63b
@@ -518,7 +461,7 @@ def report_html(out:str|Path, doc:dict, figs:dict)->str:
 # %% ../nbs/08_tradeoff.ipynb #dc5114f8
 def write_report(out:str|Path)->list:
     "Regenerate results.md, the figures and report.html of a study folder from its results."
-    out = Path(out); doc = load_results(out)
+    out = Path(out); doc = load_study(out)
     figs = report_figures(doc)
     for name, png in figs.items():
         with atomic_write(out/"figures"/name) as f: f.write(png)
@@ -543,7 +486,7 @@ def paper_table()->pd.DataFrame:
     return df.assign(source=f"{PAPER_ID} " + df.source).set_index(["pool", "source", "variant"])
 
 # %% ../nbs/08_tradeoff.ipynb #92dac4e8
-def paper_comparison(doc:dict,                 # a study's results (`load_results`)
+def paper_comparison(doc:dict,                 # a study's results (`load_study`)
                      model:str="e5-small",     # how our rows are labelled
                     )->pd.DataFrame:           # (pool, source, variant) × PAPER_SCORES
     "Our seed means beside the paper's rows, pool by pool (different model and data: orderings transfer, values do not)."

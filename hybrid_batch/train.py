@@ -27,7 +27,7 @@ __all__ = ['STRATEGY_ALPHA', 'HYBRID_ALPHA', 'CHECKPOINTS', 'TrainConfig', 'chec
            'cached_embed', 'lr_factor', 'optimizer_for', 'TrainState', 'checkpoint_dirs', 'latest_checkpoint',
            'save_checkpoint', 'load_checkpoint', 'prepare_output', 'dist_info', 'maybe_init_distributed',
            'average_gradients', 'TrainResult', 'Run', 'setup_run', 'run_steps', 'model_card', 'save_model',
-           'save_outputs', 'finish_run', 'train']
+           'save_outputs', 'text_tower', 'finish_run', 'train']
 
 # %% ../nbs/05_train.ipynb #4021bdcf
 STRATEGY_ALPHA = {"x_x_mono": 1.0, "x_y": 0.0}  # the α each pure strategy implies
@@ -244,14 +244,17 @@ def validation_batches(valid:pd.DataFrame, cfg:TrainConfig)->list:
     return [collate_pairs([data[i] for i in b]) for b in s]
 
 @torch.no_grad()
-def validation_loss(model, batches:list, cfg:TrainConfig, encode=embed)->float:
+def validation_loss(model, batches:list, cfg:TrainConfig, encode=embed,
+                    objective=None, # `objective(model, batch)` -> loss, instead of `batch_loss` with `cfg` and `encode`
+                   )->float:
     "Mean loss over the fixed validation batches, in eval mode."
-    with eval_mode(model): return float(np.mean([batch_loss(model, b, cfg, encode).item() for b in batches]))
+    objective = objective or partial(batch_loss, cfg=cfg, encode=encode)
+    with eval_mode(model): return float(np.mean([objective(model, b).item() for b in batches]))
 
 # %% ../nbs/05_train.ipynb #bdb10487
 @dataclass
 class FrozenCache:
-    "Hidden states after the frozen lower layers: one float16 (tokens, dim) tensor per (prompt kind, text)."
+    "Hidden states after the frozen lower layers: one float16 (or float32) (tokens, dim) tensor per (prompt kind, text)."
     n_frozen: int         # transformer layers the states have been through
     rows: dict            # (kind, text) -> states
     seconds: float = 0.0  # time it took to compute them
@@ -264,7 +267,9 @@ def cache_texts(pairs:pd.DataFrame)->dict: # {"query": [...], "document": [...]}
     return {"query": sorted(set(pairs["query"])), "document": sorted(set(pairs.sentences.explode().dropna()))}
 
 @torch.no_grad()
-def frozen_cache(model, texts:dict, n_frozen:int, batch_size:int=64)->FrozenCache:
+def frozen_cache(model, texts:dict, n_frozen:int, batch_size:int=64,
+                 dtype=torch.float16, # storage type: float16 halves the memory; float32 keeps the exact states
+                )->FrozenCache:
     "Run `texts` (kind -> sorted list) through the embeddings and the first `n_frozen` layers once, in a fixed order."
     t0, rows = time.time(), {}
     with eval_mode(model):
@@ -275,15 +280,16 @@ def frozen_cache(model, texts:dict, n_frozen:int, batch_size:int=64)->FrozenCach
                 f = tokenized(model, chunk, kind)
                 h = lower_states(model, f, n_frozen)
                 for t, states, n in zip(chunk, h, f["attention_mask"].sum(1).tolist()):
-                    rows[(kind, t)] = states[:n].to(torch.float16).cpu().clone()
+                    rows[(kind, t)] = states[:n].to(dtype).cpu().clone()
     return FrozenCache(n_frozen, rows, time.time() - t0)
 
 # %% ../nbs/05_train.ipynb #2ede5487
 _CACHES = {}  # `FrozenCache`s built or read in this process, by key: the two of a study's directions stay in memory
 
-def _cache_key(cfg:TrainConfig, texts:dict)->tuple:
+def _cache_key(cfg:TrainConfig, texts:dict, dtype=torch.float16)->tuple:
     digest = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode()).hexdigest()
-    return (cfg.model, cfg.seed if cfg.model == "tiny" else None, cfg.train_layers, cfg.max_length, digest)
+    return (cfg.model, cfg.seed if cfg.model == "tiny" else None, cfg.train_layers, cfg.max_length, digest) + \
+           (() if dtype == torch.float16 else (str(dtype),))
 
 def _cache_file(key:tuple, model, n_frozen:int)->Path:
     "Where a cache lives on disk: named by its key and the frozen weights it was computed with."
@@ -309,11 +315,15 @@ def load_frozen(path:Path, texts:dict)->FrozenCache|None: # None when the file d
     if len(order) != len(lengths) or int(lengths.sum()) != len(states): return None
     return FrozenCache(int(meta["n_frozen"]), dict(zip(order, torch.split(states, lengths.tolist()))), float(meta["seconds"]))
 
-def run_cache(cfg:TrainConfig, model, pairs:pd.DataFrame)->FrozenCache|None:
+def run_cache(cfg:TrainConfig, model,
+              pairs:pd.DataFrame|None=None, # the run's training and validation pairs (`cache_texts`)
+              texts:dict|None=None,         # or the texts themselves: prompt kind -> sorted distinct texts
+              dtype=torch.float16,          # storage type of the states (`frozen_cache`)
+             )->FrozenCache|None:
     "The run's `FrozenCache` when `cfg.cache_frozen`: from this process, else from the disk cache, else computed (and saved)."
     if not cfg.cache_frozen: return None
-    texts, n_frozen = cache_texts(pairs), n_layers(model) - cfg.train_layers
-    key = _cache_key(cfg, texts)
+    texts, n_frozen = texts or cache_texts(pairs), n_layers(model) - cfg.train_layers
+    key = _cache_key(cfg, texts, dtype)
     if key in _CACHES: return _CACHES[key]
     path = _cache_file(key, model, n_frozen)
     cache = None
@@ -321,7 +331,7 @@ def run_cache(cfg:TrainConfig, model, pairs:pd.DataFrame)->FrozenCache|None:
         try: cache = load_frozen(path, texts)
         except Exception as e: warnings.warn(f"ignoring unreadable frozen-layer cache {path} ({e})")
     if cache is None:
-        cache = frozen_cache(model, texts, n_frozen)
+        cache = frozen_cache(model, texts, n_frozen, dtype=dtype)
         save_frozen(cache, path)
     while len(_CACHES) >= 2: _CACHES.pop(next(iter(_CACHES)))
     _CACHES[key] = cache
@@ -342,10 +352,14 @@ def lr_factor(step:int, cfg:TrainConfig)->float:
     if cfg.schedule == "constant": return min((step + 1) / warm, 1.0)
     return min((step + 1) / warm, max(0.0, (cfg.max_steps - step) / max(cfg.max_steps - warm, 1)))
 
-def optimizer_for(model, cfg:TrainConfig)->tuple:
-    "(AdamW over trainable parameters, `LambdaLR` with `lr_factor`)."
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+def optimizer_for(model, cfg:TrainConfig,
+                  lrs:dict|None=None, # parameter-name prefix -> its learning rate (the rest: `cfg.lr`), e.g. new heads
+                 )->tuple:
+    "(AdamW over trainable parameters, `LambdaLR` with `lr_factor` for every group)."
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    own = lambda n: next((lr for k, lr in (lrs or {}).items() if n.startswith(k)), cfg.lr)
+    groups = [{"params": [p for n, p in named if own(n) == lr], "lr": lr} for lr in dict.fromkeys(own(n) for n, _ in named)]
+    opt = torch.optim.AdamW(groups if lrs else [p for _, p in named], lr=cfg.lr, weight_decay=cfg.weight_decay)
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, cfg=cfg))
 
 # %% ../nbs/05_train.ipynb #e9fce388
@@ -510,6 +524,7 @@ class Run:
     world: int = 1             # processes in the group
     rank: int = 0              # this process
     t0: float = 0.0            # start time
+    objective: object = None   # `objective(model, batch)` -> scalar loss (`setup_run`: `batch_loss` with the run's config and `encode`)
 
 # %% ../nbs/05_train.ipynb #e82e2405
 def _data_record(cfg, train_pairs, valid_pairs, pool)->dict:
@@ -543,12 +558,13 @@ def setup_run(cfg:TrainConfig,        # the run
     model.train()
     encode = partial(cached_embed, cache) if cache else embed
     return Run(cfg, model, sampler, loader, validation_batches(valid_pairs, cfg), opt, sched, state, best, encode,
-               _data_record(cfg, train_pairs, valid_pairs, pool), out, world, rank, t0)
+               _data_record(cfg, train_pairs, valid_pairs, pool), out, world, rank, t0,
+               partial(batch_loss, cfg=cfg, encode=encode))
 
 # %% ../nbs/05_train.ipynb #24048a2c
 def _evaluate_and_track(run:Run)->float:
     "Validation loss at this step; keep the best weights; count evaluations without improvement."
-    state, loss = run.state, validation_loss(run.model, run.valid, run.cfg, run.encode)
+    state, loss = run.state, validation_loss(run.model, run.valid, run.cfg, objective=run.objective)
     if loss < state.best_loss:
         state.best_loss, state.best_step, state.bad_evals = loss, state.step, 0
         run.best.clear(); run.best.update({n: p.detach().clone() for n, p in _trainable(run.model).items()})
@@ -559,7 +575,7 @@ def _evaluate_and_track(run:Run)->float:
 # %% ../nbs/05_train.ipynb #36ae3766
 def _step(run:Run, batch:dict)->float:
     "One optimisation step (gradients averaged over ranks); returns the loss."
-    loss = batch_loss(run.model, batch, run.cfg, run.encode)
+    loss = run.objective(run.model, batch)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     average_gradients(run.model, run.world)
@@ -642,9 +658,11 @@ def save_model(model, folder:str|Path, cfg:TrainConfig, state:TrainState, data:d
                                                      if k != "history"}, "data": data}, indent=1), encoding="utf-8")
     return Path(folder)
 
-def save_outputs(out:Path, model, state:TrainState, cfg:TrainConfig, data:dict, report:dict)->None:
+def save_outputs(out:Path, model, state:TrainState, cfg:TrainConfig, data:dict, report:dict,
+                 save=save_model, # writes the model folder: `save(model, folder, cfg, state, data)`
+                )->None:
     "The model folder, then history (CSV) and run record (JSON), each switched into place only when complete."
-    save_model(model, out/"model", cfg, state, data)
+    save(model, out/"model", cfg, state, data)
     with atomic_write(out/"history.csv", "w") as f: pd.DataFrame(state.history).to_csv(f, index=False)
     with atomic_write(out/"run.json", "w") as f:
         json.dump({"config": asdict(cfg), "best_step": state.best_step, "best_valid_loss": state.best_loss,
@@ -655,13 +673,20 @@ def _report(sampler):
     r = sampler.report()
     return {"batch_types": r.batch_types, "lang_pairs": {f"{q}-{p}": int(n) for (q, p), n in r.lang_pairs.items()}}
 
-def finish_run(run:Run, save:bool=True)->TrainResult: # save: write the model and records to `run.out`
+def text_tower(model)->SentenceTransformer: # `model` itself, or the `text` tower of a two-tower model
+    "The SentenceTransformer a run trains: the model, or its text tower when it has one (an image–text model)."
+    return getattr(model, "text", model)
+
+def finish_run(run:Run,
+               save:bool=True,        # write the model and records to `run.out`
+               save_fn=save_model,    # how the model folder is written (see `save_outputs`)
+              )->TrainResult:
     "Best validation weights, on the full vocabulary and the base's input length; saved with the run's records when there is an output folder."
     _restore_best(run.model, run.best)
-    model, report = restore_vocab(run.model), _report(run.sampler)
-    model.max_seq_length = getattr(model[0], "base_max_seq_length", model.max_seq_length)  # `max_length` was for training
-    if run.out and save: save_outputs(run.out, model, run.state, run.cfg, run.data, report)
-    return TrainResult(model, pd.DataFrame(run.state.history), run.state, run.cfg, time.time() - run.t0, report)
+    text, report = restore_vocab(text_tower(run.model)), _report(run.sampler)
+    text.max_seq_length = getattr(text[0], "base_max_seq_length", text.max_seq_length)  # `max_length` was for training
+    if run.out and save: save_outputs(run.out, run.model, run.state, run.cfg, run.data, report, save_fn)
+    return TrainResult(run.model, pd.DataFrame(run.state.history), run.state, run.cfg, time.time() - run.t0, report)
 
 # %% ../nbs/05_train.ipynb #2d73ce6f
 def train(cfg:TrainConfig,         # the run

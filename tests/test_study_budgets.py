@@ -5,7 +5,8 @@ from pathlib import Path
 from unittest import mock
 import pytest
 import hybrid_batch.tradeoff as T
-from hybrid_batch.tradeoff import StudyConfig, Variant, run_study, load_results, at_budget, budget_table, summary_table
+from hybrid_batch.study import Variant, load_study
+from hybrid_batch.tradeoff import StudyConfig, run_study, at_budget, budget_table, summary_table
 
 TRAIN = dict(model="tiny", langs=["en", "de"], batch_size=4, max_length=32, eval_every=2, valid_batches=1, warmup_steps=1,
              lr=1e-3, trim_vocab=True, train_layers=1, cache_frozen=True, hard_negatives=True, checkpoint_every=2)
@@ -79,7 +80,7 @@ def test_paused_after_the_shared_budgets(tmp_path):
         return real(*a, upto=upto, **kw)
     with mock.patch.object(T, "run_budgets", lambda *a: first_stage_only(*a[:-1], upto=a[-1])), pytest.raises(Killed):
         run_study(cfg, tmp_path/"s", progress=False)
-    assert len(load_results(tmp_path/"s")["runs"]) == 4           # both seeds at budget 2
+    assert len(load_study(tmp_path/"s")["runs"]) == 4           # both seeds at budget 2
     assert sorted(p.name for p in (tmp_path/"s"/"_work").iterdir()) == ["xquad_to_mlqa-r-X-Y-seed0", "xquad_to_mlqa-r-hybrid-seed0"]
     done = run_study(cfg, tmp_path/"s", progress=False)
     assert [(r["seed"], r["budget"]) for r in done["runs"]][4:] == [(0, 4), (0, 4)]
