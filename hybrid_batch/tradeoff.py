@@ -463,8 +463,7 @@ def write_report(out:str|Path)->list:
     "Regenerate results.md, the figures and report.html of a study folder from its results."
     out = Path(out); doc = load_study(out)
     figs = report_figures(doc)
-    for name, png in figs.items():
-        with atomic_write(out/"figures"/name) as f: f.write(png)
+    write_figures(out/"figures", figs)
     with atomic_write(out/"results.md", "w") as f: f.write(results_markdown(out, doc))
     with atomic_write(out/"report.html", "w") as f: f.write(report_html(out, doc, figs))
     return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())

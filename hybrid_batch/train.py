@@ -26,8 +26,8 @@ __all__ = ['STRATEGY_ALPHA', 'HYBRID_ALPHA', 'CHECKPOINTS', 'TrainConfig', 'chec
            'validation_loss', 'FrozenCache', 'cache_texts', 'frozen_cache', 'save_frozen', 'load_frozen', 'run_cache',
            'cached_embed', 'lr_factor', 'optimizer_for', 'TrainState', 'checkpoint_dirs', 'latest_checkpoint',
            'save_checkpoint', 'load_checkpoint', 'prepare_output', 'dist_info', 'maybe_init_distributed',
-           'average_gradients', 'TrainResult', 'Run', 'setup_run', 'run_steps', 'model_card', 'save_model',
-           'save_outputs', 'text_tower', 'finish_run', 'train']
+           'average_gradients', 'TrainResult', 'Run', 'setup_run', 'run_steps', 'model_card', 'write_training_record',
+           'save_model', 'save_outputs', 'text_tower', 'finish_run', 'train']
 
 # %% ../nbs/05_train.ipynb #4021bdcf
 STRATEGY_ALPHA = {"x_x_mono": 1.0, "x_y": 0.0}  # the α each pure strategy implies
@@ -649,13 +649,17 @@ def model_card(cfg:TrainConfig, state:TrainState, data:dict)->str: # the model f
         "Load it with `sentence_transformers.SentenceTransformer(folder)`; queries take the prompt `query`, passages `document`.", ""])
 
 # %% ../nbs/05_train.ipynb #f4c02e89
+def write_training_record(folder:Path, cfg:TrainConfig, state:TrainState, data:dict)->None:
+    "`training.json` of a model folder: the whole config, the final loop state (without history) and the data record."
+    (folder/"training.json").write_text(json.dumps({"config": asdict(cfg), "state": {k: v for k, v in asdict(state).items()
+                                                   if k != "history"}, "data": data}, indent=1), encoding="utf-8")
+
 def save_model(model, folder:str|Path, cfg:TrainConfig, state:TrainState, data:dict)->Path:
     "Write the model (full vocabulary), its card and `training.json` as one folder, replacing `folder` only when complete."
     with atomic_dir(folder) as tmp:
         model.save(str(tmp), create_model_card=False)
         (tmp/"README.md").write_text(model_card(cfg, state, data), encoding="utf-8")
-        (tmp/"training.json").write_text(json.dumps({"config": asdict(cfg), "state": {k: v for k, v in asdict(state).items()
-                                                     if k != "history"}, "data": data}, indent=1), encoding="utf-8")
+        write_training_record(tmp, cfg, state, data)
     return Path(folder)
 
 def save_outputs(out:Path, model, state:TrainState, cfg:TrainConfig, data:dict, report:dict,
@@ -673,7 +677,7 @@ def _report(sampler):
     r = sampler.report()
     return {"batch_types": r.batch_types, "lang_pairs": {f"{q}-{p}": int(n) for (q, p), n in r.lang_pairs.items()}}
 
-def text_tower(model)->SentenceTransformer: # `model` itself, or the `text` tower of a two-tower model
+def text_tower(model): # a SentenceTransformer: `model` itself, or the `text` tower of a two-tower model
     "The SentenceTransformer a run trains: the model, or its text tower when it has one (an image–text model)."
     return getattr(model, "text", model)
 

@@ -2,14 +2,15 @@
 import inspect, json
 import numpy as np, pandas as pd
 import pytest, torch
-import hybrid_batch.multimodal as mm
+import hybrid_batch.lit as lit, hybrid_batch.multimodal as mm
 from hybrid_batch.evaluate import average_precision, lareqa_metrics
 from hybrid_batch.sampler import HybridBatchSampler
-from hybrid_batch.train import run_steps, finish_run, embed
-from hybrid_batch.multimodal import (clip_score, clipscore_table, load_class_names, load_templates, class_folds, fold_classes,
-    assert_classes_disjoint, photo_templates, CaptionData, caption_batches, LitConfig, check_lit, setup_lit_run, train_lit,
-    load_lit_model, fold_test, evaluate_lit, image_caption_pool, caption_image_pool, caption_pool, recall_by_lang,
-    cross_map_by_lang, image_features, image_files, multimodal_config, lit_config, _with_overrides, LANGS)
+from hybrid_batch.train import embed
+from hybrid_batch.images import (load_class_names, load_templates, class_folds, fold_classes, assert_classes_disjoint,
+    photo_templates, CaptionData, image_features, image_files, LANGS)
+from hybrid_batch.lit import (clip_score, clipscore_table, caption_batches, LitConfig, check_lit, setup_lit_run, train_lit,
+    load_lit_model, fold_test, evaluate_lit, image_caption_pool, caption_image_pool, caption_pool, recall_by_lang, cross_map_by_lang)
+from hybrid_batch.multimodal import multimodal_config, lit_config, _with_overrides
 
 LANGS3 = ["EN", "DE", "ZH"]
 
@@ -85,8 +86,8 @@ def test_config_checks():
 
 def test_module_has_no_sampler_of_its_own(data3):
     "The study draws its batches with the package's sampler: no Sampler class of its own."
-    own = [n for n, obj in vars(mm).items() if inspect.isclass(obj) and issubclass(obj, torch.utils.data.Sampler)
-           and obj.__module__ == mm.__name__]
+    own = [n for m in (lit, mm) for n, obj in vars(m).items() if inspect.isclass(obj)
+           and issubclass(obj, torch.utils.data.Sampler) and obj.__module__ == m.__name__]
     assert own == [] and type(caption_batches(_tiny(), data3, data3.folds[0]).sampler) is HybridBatchSampler
 
 @pytest.mark.parametrize("alpha", [1.0, 0.0, 0.5])
