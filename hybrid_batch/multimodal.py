@@ -20,7 +20,7 @@ from .images import IMAGE_PREP, IMAGE_TOWER, LANGS, CaptionData, language_covera
 from .lit import (TEXT_SCORES, LitConfig, check_lit, evaluate_lit, fold_test, setup_lit_run, text_quality)
 
 # %% auto #0
-__all__ = ['EN_ONLY', 'MM_VARIANTS', 'LOCKED', 'MM_PRESETS', 'MM_HEADLINE', 'ITEM_SCORES', 'MultimodalConfig',
+__all__ = ['EN_ONLY', 'MM_VARIANTS', 'LOCKED', 'ALPHA_GRID', 'MM_PRESETS', 'MM_HEADLINE', 'ITEM_SCORES', 'MultimodalConfig',
            'multimodal_config', 'lit_config', 'run_lit', 'run_multimodal', 'mm_runs', 'mm_summary', 'per_language',
            'language_table', 'text_table', 'class_scores', 'bootstrap_vs', 'plot_tradeoff', 'plot_clipscore',
            'write_results']
@@ -49,10 +49,13 @@ class MultimodalConfig:
     text_seeds: list = field(default_factory=lambda: [0])  # seeds whose runs are scored on it
     threads: int = 2
 
-_QUICK_LIT = dict(max_steps=150, batch_size=64, train_layers=2, eval_every=50)
+ALPHA_GRID = [Variant("α=0.25", "hybrid", 0.25), Variant("α=0.75", "hybrid", 0.75)]  # with X-Y, hybrid, X-X-mono: α ∈ {0, .25, .5, .75, 1}
+_QUICK_LIT = dict(max_steps=100, batch_size=64, train_layers=2, eval_every=50)
 MM_PRESETS = {
-    "quick": MultimodalConfig("quick", slots=2, text_langs=["en", "de", "zh"], train=_QUICK_LIT),
-    "full": MultimodalConfig("full", seeds=[0, 1, 2], locked=["hybrid"], train=dict(max_steps=300)),
+    "quick": MultimodalConfig("quick", langs=["EN", "DE", "ES", "ZH", "JA", "AR"], slots=2, folds=[0], text_langs=["en", "zh"],
+                              train=_QUICK_LIT),
+    "full": MultimodalConfig("full", seeds=[0, 1, 2], variants=MM_VARIANTS + ALPHA_GRID, locked=["hybrid"],
+                             text_langs=["en", "de", "zh", "ar", "th"], train=dict(max_steps=300)),
 }
 
 def multimodal_config(config:str|Path|MultimodalConfig)->MultimodalConfig:
@@ -137,13 +140,14 @@ def run_multimodal(config:str|Path|MultimodalConfig="quick", # preset name, JSON
                    seeds:int|list|None=None, # number of seeds (0..n-1) or a list; default: the config's
                    root:str|Path|None=None, # data folder
                    progress:bool=False,     # progress bars of the training loops
+                   data:CaptionData|None=None, # the captions and features (default: `load_caption_data` for the config)
                   )->dict:                  # the results document
     "Run (or resume) a multimodal study, writing results.json, per-item scores, tables and figures into `out` after every run."
     t_start, cfg, out = time.time(), _with_overrides(multimodal_config(config), alphas, seeds), Path(out)
     set_threads(cfg.threads); out.mkdir(parents=True, exist_ok=True)
     doc = _resumable(out, cfg) or {"study": _study_doc(cfg), "runs": [], "wall_seconds": 0.0}
     done, start_wall = {_run_key(r) for r in doc["runs"]}, doc["wall_seconds"]
-    t0 = time.time(); data = load_caption_data(cfg.langs, cfg.slots, cfg.n_folds, cfg.fold_seed, root)
+    t0 = time.time(); data = data or load_caption_data(cfg.langs, cfg.slots, cfg.n_folds, cfg.fold_seed, root)
     doc["data"] = {"classes": int(sum(len(f) for f in data.folds)), "folds": [f.tolist() for f in data.folds],
                    "coverage": language_coverage(data.names).classes.to_dict(), "captions": len(data.texts()["query"]),
                    "prepare_seconds": time.time() - t0}
@@ -218,6 +222,9 @@ def plot_clipscore(per_lang:pd.DataFrame, col:str="clip_matched")->plt.Figure:
     fig.tight_layout()
     return fig
 
+def _on_alpha_grid(doc:dict)->dict: # variant -> whether it is a point of the α grid (not EN-only, not locked text)
+    return {r["variant"]: r["strategy"] != "en_only" and not r["variant"].endswith(LOCKED) for r in doc["runs"]}
+
 def _write_csv(df:pd.DataFrame, path:Path):
     with atomic_write(path, "w") as f: df.to_csv(f, index=False)
 
@@ -230,6 +237,8 @@ def write_results(out:str|Path, doc:dict)->list:
     _write_csv(bootstrap_vs(out, doc, n=2_000), out/"bootstrap.csv")
     figs = {"tradeoff_cross_map.png": plot_tradeoff(doc), "tradeoff_rank_distance.png": plot_tradeoff(doc, "rank_distance"),
             "tradeoff_zs_cross.png": plot_tradeoff(doc, "cross_map", "zs_acc")}
-    if all(r["strategy"] == "hybrid" for r in doc["runs"]): figs["clipscore_vs_alpha.png"] = plot_clipscore(per_lang)
+    alphas = {r["alpha"] for r in doc["runs"] if r["strategy"] != "en_only" and not r["variant"].endswith(LOCKED)}
+    if len(alphas) >= 3:
+        figs["clipscore_vs_alpha.png"] = plot_clipscore(per_lang[per_lang.variant.map(_on_alpha_grid(doc))])
     write_figures(out, figs)
     return sorted(p.name for p in out.iterdir() if p.is_file())

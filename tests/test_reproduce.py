@@ -33,3 +33,30 @@ def test_same_seed_same_numbers(fresh):
             if name == "evaluation_time": continue
             assert math.isclose(new["scores"][name], v, rel_tol=0, abs_tol=1e-12), (key, name, new["scores"][name], v)
         if "train" in rec: assert new["train"]["valid_loss"] == rec["train"]["valid_loss"], key
+
+# --- the quick multimodal study (`.ci/run`: hybrid-batch multimodal --config quick --out runs/multimodal) ---------
+
+MM_FRESH, MM_COMMITTED = ROOT/"runs"/"multimodal"/"results.json", ROOT/"results"/"multimodal"/"quick"/"results.json"
+
+def _mm_runs(path):
+    doc = json.loads(path.read_text())
+    return doc, {(r["variant"], r["seed"], r["fold"]): r for r in doc["runs"]}
+
+@pytest.fixture(scope="module")
+def mm_fresh():
+    if not MM_FRESH.exists(): pytest.skip(f"{MM_FRESH.relative_to(ROOT)} missing: run the quick multimodal study first (.ci/run does)")
+    return _mm_runs(MM_FRESH)
+
+def test_multimodal_quick_same_numbers(mm_fresh):
+    "A rerun of the quick multimodal study reproduces every run's scores, validation losses and per-language table."
+    doc, runs = mm_fresh
+    committed_doc, committed = _mm_runs(MM_COMMITTED)
+    assert set(runs) == set(committed) and doc["study"] == committed_doc["study"]
+    for key, rec in committed.items():
+        new = runs[key]
+        for name, v in rec["scores"].items():
+            assert math.isclose(new["scores"][name], v, rel_tol=0, abs_tol=1e-12), (key, name, new["scores"][name], v)
+        assert new["train"]["valid_loss"] == rec["train"]["valid_loss"], key
+        assert new["text"] == rec["text"] or all(math.isclose(new["text"][k], rec["text"][k], abs_tol=1e-12) for k in rec["text"]), key
+    for name in ("runs.csv", "per_language.csv", "bootstrap.csv", "tradeoff_cross_map.png"):
+        assert (MM_FRESH.parent/name).stat().st_size > 0, name
