@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_bias.ipynb #a8291e60
 from __future__ import annotations
-import io, re, time
+import re, time
 from pathlib import Path
 import numpy as np, pandas as pd
 import matplotlib

@@ -6,18 +6,18 @@
 from __future__ import annotations
 import gzip, json, os, re
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 import pandas as pd
 from .core import atomic_write, cache_dir, download, recorded_sha, sha256_file
 from .data import check_langs, github_raw
+from .images import imagenet_manifest
 
 # %% auto #0
 __all__ = ['CAPTION_COLUMNS', 'XTD10_ENV', 'XTD10_IMAGES', 'XTD10_CAPTIONS', 'XTD10_LANGS', 'XTD10', 'COCO_BASE', 'MULTI30K_ENV',
            'MULTI30K_IMAGES', 'MULTI30K_CAPTIONS', 'MULTI30K_LANGS', 'MULTI30K', 'IMAGENET_SAMPLE_REPO', 'cached_ok',
            'Source', 'source_file', 'read_lines', 'read_image_names', 'parallel_captions', 'load_xtd10',
            'coco_image_url', 'fetch_coco_images', 'image_paths', 'load_multi30k', 'write_image_manifest',
-           'imagenet_manifest', 'verify_images', 'fetch_imagenet_sample']
+           'fetch_imagenet_sample']
 
 # %% ../nbs/09d_caption_sets.ipynb #91314481
 def cached_ok(path:Path,          # a file in the download cache
@@ -191,24 +191,7 @@ def write_image_manifest(folder:str|Path,     # a verified copy of the photos
     with atomic_write(dest, "w") as f: json.dump(sums, f, indent=0, sort_keys=True)
     return sums
 
-def imagenet_manifest()->dict: # file name -> SHA-256, 1000 entries
-    "The committed manifest of the 1000 ImageNet-sample photos."
-    return json.loads((resources.files("hybrid_batch")/"manifests"/"imagenet_sample.json").read_text(encoding="utf-8"))
-
 # %% ../nbs/09d_caption_sets.ipynb #fec83aca
-def verify_images(folder:str|Path,         # folder holding the photos
-                  manifest:dict|None=None, # file name -> SHA-256 (default: `imagenet_manifest()`)
-                  names:list|None=None,    # subset to check (default: every file of the manifest)
-                 )->int:                   # number of photos checked
-    "Check photos against a manifest; a missing or altered photo is an error naming it."
-    manifest = imagenet_manifest() if manifest is None else manifest
-    for n in (manifest if names is None else names):
-        if n not in manifest: raise ValueError(f"{n!r} is not in the manifest")
-        p = Path(folder)/n
-        if not p.is_file(): raise FileNotFoundError(f"{p}: missing")
-        if (got := sha256_file(p)) != manifest[n]: raise ValueError(f"{p}: SHA-256 {got} does not match the manifest ({manifest[n]})")
-    return len(manifest if names is None else names)
-
 def fetch_imagenet_sample(dest:str|Path,         # target folder
                           names:list|None=None,  # subset (default: all 1000)
                           timeout:float=60,      # seconds per connection

@@ -64,7 +64,7 @@ def preset_or_file(config:str,  # a preset name or a JSON file
     except (TypeError, AttributeError) as e: raise ValueError(f"config file {config} does not hold the expected fields ({e})") from None
 
 def _cmd_reproduce(args):
-    doc = run_study(preset_or_file(args.config, PRESETS, study_config), args.out)
+    run_study(preset_or_file(args.config, PRESETS, study_config), args.out)
     print(open(f"{args.out}/results.md").read())
 
 def _cmd_sweep(args):

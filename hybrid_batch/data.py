@@ -102,11 +102,12 @@ def _remember(path:Path, sha:str):
     except OSError: pass  # a read-only cache costs one more hash next time, nothing else
 
 # %% ../nbs/01_data.ipynb #20bba143
-def verify_file(path:str|Path, # a local copy of a data file
-                relpath:str,   # the file it should be, e.g. "lareqa/mlqa-r/es.json"
-               )->Path:        # `path`, checked
+def verify_file(path:str|Path,       # a local copy of a data file
+                relpath:str,         # the file it should be, e.g. "lareqa/mlqa-r/es.json"
+                sha:str|None=None,   # its pinned SHA-256 (default: `SHA256[relpath]`)
+               )->Path:              # `path`, checked
     "Check `path` against the pinned SHA-256 of `relpath`, unless it passed before and is unchanged; a mismatch raises."
-    path, want = Path(path), SHA256[relpath]
+    path, want = Path(path), SHA256[relpath] if sha is None else sha
     if _verified().get(str(path.resolve())) == {"stamp": _stamp(path), "sha256": want}: return path
     got = sha256_file(path)
     if got != want:

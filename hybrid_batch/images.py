@@ -4,21 +4,22 @@
 
 # %% ../nbs/09a_images.ipynb #3b99cfe1
 from __future__ import annotations
-import hashlib
+import hashlib, json
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 import numpy as np, pandas as pd, torch
 from torch import nn
 from PIL import Image
 from safetensors.numpy import save as safetensors_bytes, load as safetensors_load
 from .core import DATA_ENV, atomic_write, cache_dir, data_roots, download, sha256_file
-from .data import github_raw, read_json
+from .data import github_raw, read_json, verify_file
 
 # %% auto #0
 __all__ = ['BABEL_REPO', 'BABEL_SHA256', 'IMAGES', 'LANGS', 'IMAGE_TOWER', 'IMAGE_PREP', 'babel_file', 'load_class_names',
            'language_coverage', 'load_templates', 'make_caption', 'photo_templates', 'class_folds', 'fold_classes',
-           'assert_classes_disjoint', 'load_image_tower', 'preprocess', 'pooled_features', 'image_files',
-           'image_features', 'CaptionData', 'load_caption_data']
+           'assert_classes_disjoint', 'load_image_tower', 'preprocess', 'pooled_features', 'imagenet_manifest',
+           'verify_images', 'image_files', 'image_features', 'CaptionData', 'load_caption_data']
 
 # %% ../nbs/09a_images.ipynb #b10d3874
 BABEL_REPO = ("gregor-ge/Babel-ImageNet", "317c49896f04bc61d0c7a5dfc6fd4e3b0d8a9430")  # (repository, commit)
@@ -33,11 +34,11 @@ LANGS = "EN DE ES FR ZH RU JA IT PL TH AR TR".split()  # the study's languages (
 def babel_file(name:str,                # "babel_imagenet-298.json" or "nllb_dist13b_prompts.json"
                root:str|Path|None=None, # explicit data folder (no fallback when given)
               )->Path:                  # a local path to the file
-    "Find a Babel-ImageNet file locally (`root`, `$HYBRID_BATCH_DATA`, cache), else download and verify it."
+    "Find a Babel-ImageNet file locally (`root`, `$HYBRID_BATCH_DATA`, cache), else download it; either way verified."
     if name not in BABEL_SHA256: raise ValueError(f"unknown Babel-ImageNet file {name!r}; known: {list(BABEL_SHA256)}")
     rel, roots = f"babel-imagenet/data/{name}", data_roots(root)
     for r in roots:
-        if (r/rel).is_file(): return r/rel
+        if (r/rel).is_file(): return verify_file(r/rel, rel, BABEL_SHA256[name])
     if root is not None: raise FileNotFoundError(f"{rel} not found in the data folder {root}")
     try: return download(github_raw(*BABEL_REPO, f"data/{name}"), roots[-1]/rel, BABEL_SHA256[name])
     except OSError as e:
@@ -148,12 +149,30 @@ def pooled_features(net:nn.Module, x:torch.Tensor)->torch.Tensor: # (n, 1280)
     return net._avg_pooling(net.extract_features(x)).flatten(1)
 
 # %% ../nbs/09a_images.ipynb #9caec44e
+def imagenet_manifest()->dict: # file name -> SHA-256, 1000 entries
+    "The manifest of the 1000 ImageNet-sample photos that ships with the package."
+    return json.loads((resources.files("hybrid_batch")/"manifests"/"imagenet_sample.json").read_text(encoding="utf-8"))
+
+def verify_images(folder:str|Path,         # folder holding the photos
+                  manifest:dict|None=None, # file name -> SHA-256 (default: `imagenet_manifest()`)
+                  names:list|None=None,    # subset to check (default: every file of the manifest)
+                 )->int:                   # number of photos checked
+    "Check photos against a manifest; a missing or altered photo is an error naming it."
+    manifest = imagenet_manifest() if manifest is None else manifest
+    for n in (manifest if names is None else names):
+        if n not in manifest: raise ValueError(f"{n!r} is not in the manifest")
+        p = Path(folder)/n
+        if not p.is_file(): raise FileNotFoundError(f"{p}: missing")
+        if (got := sha256_file(p)) != manifest[n]: raise ValueError(f"{p}: SHA-256 {got} does not match the manifest ({manifest[n]})")
+    return len(manifest if names is None else names)
+
 def image_files(root:str|Path|None=None)->list:
-    "The 1000 photos, sorted by file name (= ImageNet class index)."
+    "The 1000 photos, sorted by file name (= ImageNet class index), each checked against `imagenet_manifest`."
     for r in data_roots(root):
         files = sorted((r/IMAGES).glob("*.JPEG"))
         if files:
             if len(files) != 1000: raise ValueError(f"{r/IMAGES}: expected 1000 .JPEG files, found {len(files)}")
+            verify_images(r/IMAGES)
             return files
     raise FileNotFoundError(f"no {IMAGES}/ folder with photos in {[str(r) for r in data_roots(root)]}; set {DATA_ENV} "
                             f"to a folder holding {IMAGES}/n01440764_tench.JPEG ... (EliSchwartz/imagenet-sample-images)")

@@ -58,7 +58,7 @@ class Towers:
 
 # %% ../nbs/09e_towers.ipynb #adb10c0c
 class LitTowers(Towers):
-    "A LiT model of the multimodal chapter (`LitModel` or a folder from `save_lit_model`): EfficientNet-Lite0 and its text tower."
+    "A LiT model of the LiT chapter (`LitModel` or a folder from `save_lit_model`): EfficientNet-Lite0 and its text tower."
     batch_size = 256
 
     def __init__(self, model:LitModel|str|Path): # the model, or its saved folder
@@ -241,7 +241,7 @@ def retrieval_table(image_emb:np.ndarray, # (n, d) images
                     langs:list,           # the L languages
                     w:float=2.5,          # CLIPScore weight
                    )->pd.DataFrame:       # index lang: t2i_r1..r10, i2t_r1..r10, clip_matched, clip_mismatched, clip_gap, clip_vs_en
-    "Per-language text→image and image→text R@1/5/10 and CLIPScore, with the multimodal chapter's pools and metrics."
+    "Per-language text→image and image→text R@1/5/10 and CLIPScore, with the LiT chapter's pools and metrics."
     g = np.arange(len(image_emb))
     rows = pd.DataFrame({"group": np.tile(g, len(langs)), "lang": np.repeat(langs, len(g))})
     c2i = lareqa_metrics(caption_image_pool(rows, g), cap_emb, image_emb)

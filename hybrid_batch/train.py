@@ -301,7 +301,7 @@ def _fill_order(texts:dict)->list: # (kind, text) in the order `frozen_cache` co
     return [(kind, t) for kind, items in texts.items() for t in sorted(items, key=lambda t: (len(t), t))]
 
 def save_frozen(cache:FrozenCache, path:Path):
-    "Write a cache as one float16 tensor of every text's states plus their lengths (atomically)."
+    "Write a cache as one tensor of every text's states, in the cache's dtype, plus their lengths (atomically)."
     rows = list(cache.rows.values())
     data = safetensors.torch.save({"states": torch.cat(rows), "lengths": torch.tensor([len(r) for r in rows])},
                                   metadata={"n_frozen": str(cache.n_frozen), "seconds": str(cache.seconds)})
@@ -700,6 +700,6 @@ def train(cfg:TrainConfig,         # the run
           pairs:pd.DataFrame|None=None, # train on this pairs table instead of `cfg.train_data` (see `run_data`)
           overwrite:bool=False,    # replace a run already in `output_dir`
          )->TrainResult|None:
-    "Fine-tune an encoder with X-X-mono / X-Y / hybrid batches, early stopping on the validation loss."
+    "Fine-tune an encoder with X-X-mono / X-Y / hybrid batches, keeping the best validation-loss weights."
     run = setup_run(cfg, resume, overwrite, pairs)
     return finish_run(run) if run_steps(run, progress, stop_at) else None

@@ -1,11 +1,10 @@
 "Rank distance on constructed rankings, same-language share, figures and the CLI hook (checked languages, safe folders)."
-import json
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 import matplotlib; matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-from hybrid_batch.data import LareqaPool, load_lareqa
+from hybrid_batch.data import LareqaPool
 from hybrid_batch.evaluate import lareqa_metrics, rank_distance, load_result
 from hybrid_batch.models import char_encoder
 from hybrid_batch.bias import (rank_distance_table, same_language_share, language_bias_table, save_figure,

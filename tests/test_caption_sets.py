@@ -7,8 +7,8 @@ import pytest, torch
 import hybrid_batch.caption_sets as cs
 import hybrid_batch.towers as tw
 from hybrid_batch.caption_sets import (CAPTION_COLUMNS, IMAGENET_SAMPLE_REPO, MULTI30K, MULTI30K_CAPTIONS, MULTI30K_IMAGES,
-    XTD10, XTD10_CAPTIONS, XTD10_ENV, XTD10_IMAGES, XTD10_LANGS, fetch_imagenet_sample, imagenet_manifest, load_multi30k,
-    load_xtd10, source_file, verify_images)
+    XTD10, XTD10_CAPTIONS, XTD10_ENV, XTD10_IMAGES, XTD10_LANGS, fetch_imagenet_sample, load_multi30k, load_xtd10, source_file)
+from hybrid_batch.images import imagenet_manifest, verify_images
 from hybrid_batch.towers import (MClipTowers, Towers, caption_matrix, evaluate_towers, load_mclip_text, require, retrieval_table,
     tiny_mclip)
 from hybrid_batch.core import recorded_sha

@@ -1,7 +1,6 @@
 "Data layer on the real LAReQA/XQuAD files: counts, relevance, bad input, and the download path."
 import http.server, json, os, re, shutil, threading
 from functools import partial
-from pathlib import Path
 import numpy as np
 import pytest
 from hybrid_batch import data as D

@@ -1,6 +1,7 @@
 "Data-parallel training: 2 CPU processes (gloo) train the tiny model; torchrun runs the CLI the same way."
 import hashlib, json, os, shutil, socket, subprocess, sys, tempfile
 from pathlib import Path
+import pandas as pd, pytest
 import torch, torch.distributed as dist, torch.multiprocessing as mp
 
 TINY = dict(model="tiny", train_data="xquad", langs=["en", "de", "es", "zh"], eval_pool=None, batch_size=4,
@@ -28,16 +29,23 @@ def _worker(rank, port, out_dir):
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
-def test_two_ranks_end_with_the_same_weights_and_batch_types():
+@pytest.fixture(scope="module")
+def spawned():
+    "What each of two `mp.spawn` ranks ended with: weight digest, sampler report, its own losses."
     out = tempfile.mkdtemp()
     mp.spawn(_worker, args=(_free_port(), out), nprocs=2, join=True)
-    a, b = (json.loads(Path(out, f"rank{r}.json").read_text()) for r in (0, 1))
+    ranks = [json.loads(Path(out, f"rank{r}.json").read_text()) for r in (0, 1)]
+    shutil.rmtree(out)
+    return ranks
+
+def test_two_ranks_end_with_the_same_weights_and_batch_types(spawned):
+    a, b = spawned
     assert a["digest"] == b["digest"], "gradients were not averaged: the ranks' weights differ"
     assert a["report"]["batch_types"] == b["report"]["batch_types"]
     assert a["losses"] != b["losses"], "both ranks trained on the same slice"
-    shutil.rmtree(out)
 
-def test_torchrun_runs_the_cli(tmp_path):
+def test_torchrun_runs_the_cli(tmp_path, spawned):
+    "The CLI under torchrun trains as the spawned group does: rank 0 writes rank 0's losses, not a lone process's."
     (tmp_path/"cfg.json").write_text(json.dumps(dict(TINY, output_dir=str(tmp_path/"run"))))
     bin_dir = Path(sys.executable).parent
     env = dict(os.environ, OMP_NUM_THREADS="1")
@@ -46,3 +54,4 @@ def test_torchrun_runs_the_cli(tmp_path):
                    check=True, capture_output=True, env=env, timeout=300)
     run = json.loads((tmp_path/"run"/"run.json").read_text())
     assert run["steps"] == 4 and (tmp_path/"run"/"model").is_dir()
+    assert pd.read_csv(tmp_path/"run"/"history.csv").loss.dropna().tolist() == spawned[0]["losses"]

@@ -1,5 +1,5 @@
 "LAReQA metrics against pytrec_eval and a naive argsort, bootstrap, result records, MIRACL measures."
-import json, os, re
+import json, re
 import numpy as np, pandas as pd
 import pytest, pytrec_eval
 from hypothesis import given, settings, strategies as st, HealthCheck

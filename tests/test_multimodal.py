@@ -1,5 +1,5 @@
 "Multimodal: CLIPScore, class folds, the package sampler and training loop for LiT, ragged retrieval metrics, saved models, caches."
-import inspect, json
+import inspect
 import numpy as np, pandas as pd
 import pytest, torch
 import hybrid_batch.lit as lit, hybrid_batch.multimodal as mm
@@ -94,6 +94,8 @@ def test_module_has_no_sampler_of_its_own(data3):
 def test_batches_follow_alpha_on_real_groups(data3, alpha):
     tr, _, te = fold_classes(data3.folds, 0)
     b = caption_batches(_tiny(alpha=alpha, batch_size=32), data3, tr)
+    kinds = {all(x == y for _, x, y in items) for items in list(b.sampler)[:20]}
+    assert kinds == ({True} if alpha == 1 else {False} if alpha == 0 else {True, False}), kinds  # α = 0.5: both kinds in 20 batches
     for items, batch in zip(list(b.sampler)[:20], list(b)[:20]):
         same = [x == y for _, x, y in items]
         assert len({g for g, _, _ in items}) == len(items)               # one item per photo

@@ -1,7 +1,6 @@
 """Budget studies: one constant-LR run per (direction, variant, seed) evaluated at every budget, each budget saved as
 it is evaluated, and a study killed between budgets resumes inside the run to the same numbers."""
-import json, shutil
-from pathlib import Path
+import json
 from unittest import mock
 import pytest
 import hybrid_batch.tradeoff as T

@@ -1,5 +1,5 @@
 "Training: determinism, kill-and-resume with SIGKILL, and (slow) 50 real steps per strategy on the embedded encoder."
-import json, os, signal, subprocess, sys, time
+import json, signal, subprocess, sys, time
 from dataclasses import asdict
 from pathlib import Path
 import pytest, torch

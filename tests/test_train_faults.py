@@ -2,10 +2,9 @@
 model leaves the newest complete checkpoint and a loadable model, and resuming ends exactly like an uninterrupted run."""
 import hashlib, os, shutil, tempfile
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from unittest import mock
-import pytest, torch
+import pytest
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 import hybrid_batch.core as core, hybrid_batch.train as tr
@@ -91,6 +90,9 @@ def test_crash_at_every_step_of_a_checkpoint_save(reference, tmp_path):
 def test_crash_at_every_step_of_the_final_save_keeps_a_model(reference, tmp_path, exchange):
     "Overwriting a finished run (model A) with run B: at every crash point of B's final save `model/` is A or B, complete."
     base, _ = reference
+    if exchange:  # this case must exercise renameat2, not fall back silently to the two-renames case
+        (tmp_path/"x").mkdir(); (tmp_path/"y").mkdir()
+        if not core._exchange(tmp_path/"x", tmp_path/"y"): pytest.skip("renameat2(RENAME_EXCHANGE) is unavailable here")
     a_digest = _digest(base/"full"/"model")
     b_full = train(_cfg(tmp_path/"b", seed=1), progress=False)
     b_digest = _digest(tmp_path/"b"/"model")

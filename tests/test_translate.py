@@ -1,6 +1,5 @@
 "Machine translation: pair errors, long texts in pieces, the disk cache (hits, atomic writes), and answer alignment on real XQuAD pairs."
-import os, signal, subprocess, sys, textwrap
-import pandas as pd
+import signal, subprocess, sys, textwrap
 import pytest
 import hybrid_batch.translate as T
 from hybrid_batch.data import PAIR_COLUMNS, load_xquad, split_sentences
