@@ -9,7 +9,8 @@ Training sets (all XQuAD-derived, English rows plus one second language, same gr
   en+pt Bergamot      English translated by Bergamot en→pt (MLQA-R has no Portuguese: transfer only)
 Each is trained with the hybrid strategy (α=0.5) at the scale of the `quick` preset of hybrid_batch.tradeoff (batch 16,
 top 4 layers) but for 30 steps, the preset's length when the committed results were made (it has 20 now), and
-evaluated on MLQA-R en+es with the fast evaluation (bf16 where the CPU has it; the committed results are bf16); the untrained encoder is the zero-shot row.
+evaluated on MLQA-R en+es with the fast evaluation (bf16 where the CPU has it; the committed results are bf16); the
+untrained encoder is the zero-shot row.
 Each table goes to `run_one(..., pairs=table)`, which trains on it instead of the named data set.
 Writes training.csv (mean over seeds), training_runs.csv (per run), runs/<training>-seed<s>.csv (per-question
 scores) and training_bootstrap.csv (human − MT, paired bootstrap over questions of the seed-mean scores), each
