@@ -16,12 +16,13 @@ With --curves N: N steps of top4 and of cached from the same start, validation l
 OUT/curves.csv for the Train chapter's figure (they differ only by dropout in the frozen layers and float16 states).
 """
 from __future__ import annotations
-import argparse, resource, time
+import argparse, resource, sys, time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 import numpy as np, pandas as pd, torch
-from hybrid_batch.core import set_threads, atomic_write
+from hybrid_batch.core import set_threads, atomic_write, write_json
+from hybrid_batch.study import versions
 from hybrid_batch.sampler import HybridBatchSampler, PairsDataset, collate_pairs
 from hybrid_batch.train import (TrainConfig, run_data, run_model, run_texts, optimizer_for, batch_loss, embed,
                                 cache_texts, frozen_cache, cached_embed, validation_batches, validation_loss)
@@ -64,7 +65,9 @@ def curves(base:TrainConfig, train, valid, texts, cache, steps:int, out:Path):
                                          "seconds": time.perf_counter() - t0})
         print(f"{name}: {steps} steps in {time.perf_counter() - t0:.0f} s, validation loss {rows[0]['valid_loss']:.4f} -> {rows[-1]['valid_loss']:.4f}")
     with atomic_write(out/"curves.csv", "w") as f: pd.DataFrame(rows).to_csv(f, index=False)
-    print(f"wrote {out/'curves.csv'}")
+    write_json(out/"about.json", {"command": "benchmarks/train.py " + " ".join(sys.argv[1:]), "steps": steps,
+                                  "train": asdict(base), "versions": versions()})
+    print(f"wrote {out/'curves.csv'} and {out/'about.json'}")
 
 def main():
     ap = argparse.ArgumentParser()
