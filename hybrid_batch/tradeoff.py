@@ -19,11 +19,12 @@ from .study import (Variant, alpha_grid, bootstrap_rows, check_resumable, fronti
 
 # %% auto #0
 __all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'BUDGET_SCORES', 'PAPER_ID',
-           'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'StudyConfig', 'study_config', 'sweep_config', 'question_scores',
-           'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'run_study', 'adopt_runs', 'runs_frame',
-           'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table', 'claims_table', 'plot_frontier',
-           'budget_table', 'budget_figure', 'report_figures', 'at_budget', 'study_seconds', 'results_markdown',
-           'report_html', 'write_report', 'paper_table', 'paper_comparison', 'transfer_table', 'bias_change']
+           'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'ORDERING', 'StudyConfig', 'study_config', 'sweep_config',
+           'question_scores', 'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'run_study', 'adopt_runs',
+           'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table', 'claims_table',
+           'plot_frontier', 'budget_table', 'budget_figure', 'report_figures', 'at_budget', 'study_seconds',
+           'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison', 'transfer_table',
+           'bias_change', 'budget_bootstrap', 'budget_claims', 'ordering_table', 'zero_shot_table', 'budget_bias']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 PAPER_VARIANTS = [Variant("X-X-mono", "x_x_mono", 1.0), Variant("X-Y", "x_y", 0.0), Variant("hybrid", "hybrid", 0.5)]
@@ -319,14 +320,19 @@ def seed_mean_scores(out:str|Path, doc:dict, direction:str, variant:str)->pd.Dat
     return sum(frames) / len(frames)
 
 # %% ../nbs/08_tradeoff.ipynb #5ba799f5
-def bootstrap_table(out:str|Path, doc:dict, target:str="hybrid", n:int|None=None)->pd.DataFrame:
-    "`target` minus every other variant, per direction and score: mean difference and 95% interval."
+def bootstrap_table(out:str|Path,          # study folder
+                    doc:dict,              # its results document
+                    target:str="hybrid",   # the variant compared
+                    n:int|None=None,       # resamples (default: the study's `n_boot`)
+                    others:list|None=None, # the variants it is compared with (default: every other)
+                   )->pd.DataFrame:        # one row per direction, comparison and score
+    "`target` minus other variants, per direction and score: mean difference and 95% interval."
     rows, n = [], n or doc["study"]["n_boot"]
     for d in dict.fromkeys(r["direction"] for r in doc["runs"]):
         variants = list(dict.fromkeys(r["variant"] for r in doc["runs"] if r["direction"] == d))
         if target not in variants: continue
         a = seed_mean_scores(out, doc, d, target)
-        for other in (v for v in variants if v != target):
+        for other in (v for v in variants if v != target and (others is None or v in others)):
             rows += bootstrap_rows(a, seed_mean_scores(out, doc, d, other), ["mono", "cross", "multi", "rank_distance"], n,
                                    count="n_questions", direction=d, comparison=f"{target} − {other}")
     return pd.DataFrame(rows)
@@ -520,7 +526,74 @@ def transfer_table(cmp:pd.DataFrame)->pd.DataFrame: # from `paper_comparison`
             rows.append(r)
     return pd.DataFrame(rows).set_index(["pool", "score"])
 
+def _vs_mono(rd:pd.DataFrame)->pd.DataFrame: # columns STRATEGIES (rank distances)
+    "Add the change of hybrid and X-Y against X-X-mono, in percent."
+    return rd.assign(**{f"{v} vs X-X-mono (%)": 100 * (rd[v] / rd["X-X-mono"] - 1) for v in ("hybrid", "X-Y")})
+
 def bias_change(cmp:pd.DataFrame)->pd.DataFrame: # from `paper_comparison`
     "Rank distance per source and pool, and the change of hybrid and X-Y against X-X-mono (%)."
-    rd = cmp["rank_distance"].unstack("variant").reindex(cmp.index.droplevel("variant").unique())[STRATEGIES]
-    return rd.assign(**{f"{v} vs X-X-mono (%)": 100 * (rd[v] / rd["X-X-mono"] - 1) for v in ("hybrid", "X-Y")})
+    return _vs_mono(cmp["rank_distance"].unstack("variant").reindex(cmp.index.droplevel("variant").unique())[STRATEGIES])
+
+# %% ../nbs/08_tradeoff.ipynb #589a8910
+def _complete_at(doc:dict, budget:int)->dict:
+    "`at_budget`, without the directions that do not have every strategy at `budget` yet."
+    d_b = at_budget(doc, budget)
+    have = {(r["direction"], r["variant"]) for r in d_b["runs"]}
+    ok = {d for d, _ in have if all((d, v) in have for v in STRATEGIES)}
+    return {**d_b, "runs": [r for r in d_b["runs"] if r["direction"] in ok]}
+
+def budget_bootstrap(out:str|Path,     # a budget study's folder
+                     doc:dict,         # its results document
+                     n:int|None=None,  # resamples (default: the study's `n_boot`)
+                    )->pd.DataFrame:   # `bootstrap_table` rows with a `budget` and a `seeds` column
+    "Per budget: hybrid minus every other row, and X-X-mono and X-Y minus zero-shot, per direction and score."
+    frames = []
+    for b in sorted({r["budget"] for r in doc["runs"] if r.get("budget")}):
+        d_b = _complete_at(doc, b)
+        if not any(r.get("budget") for r in d_b["runs"]): continue
+        t = [bootstrap_table(out, d_b, n=n)] + [bootstrap_table(out, d_b, v, n, others=["zero-shot"]) for v in ("X-X-mono", "X-Y")]
+        seeds = len({r["seed"] for r in d_b["runs"] if r.get("budget")})
+        frames.append(pd.concat(t, ignore_index=True).assign(budget=b, seeds=seeds))
+    return pd.concat(frames, ignore_index=True)
+
+# %% ../nbs/08_tradeoff.ipynb #9101bc15
+def budget_claims(out:str|Path,   # a budget study's folder
+                  doc:dict,       # its results document
+                  boot:pd.DataFrame, # `budget_bootstrap(out, doc)`
+                 )->pd.DataFrame:
+    "The paper's claims table (`claims_table`) at every budget of `boot`."
+    return pd.concat([claims_table(out, _complete_at(doc, b), g).assign(budget=b) for b, g in boot.groupby("budget")],
+                     ignore_index=True).set_index(["direction", "budget", "claim"]).sort_index()
+
+# %% ../nbs/08_tradeoff.ipynb #b9c43a5f
+ORDERING = [(other, score) for score in ("mono", "multi", "rank_distance") for other in ("X-X-mono", "X-Y")]
+
+def ordering_table(boot:pd.DataFrame)->pd.DataFrame: # from `budget_bootstrap`; index (direction, budget)
+    "Hybrid against each baseline on mono and multi mAP and rank distance, per direction and budget, and whether hybrid is never worse."
+    word = {"yes": "better", "no": "worse", "not significant": "tied"}
+    rows = []
+    for (d, b), g in boot.groupby(["direction", "budget"]):
+        g = g.set_index(["comparison", "score"])
+        r = {"direction": d, "budget": b}
+        for other, score in ORDERING:
+            x = g.loc[(f"hybrid − {other}", score)]
+            r[f"{score} vs {other}"] = word[_verdict(x["diff"], x["low"], x["high"], score == "rank_distance")]
+        r["paper's ordering"] = "worse" not in r.values()
+        rows.append(r)
+    return pd.DataFrame(rows).set_index(["direction", "budget"])
+
+# %% ../nbs/08_tradeoff.ipynb #c5a6375b
+def zero_shot_table(boot:pd.DataFrame,  # from `budget_bootstrap`
+                    score:str="mono",   # mono, cross, multi or rank_distance
+                   )->pd.DataFrame:     # index (direction, budget, strategy)
+    "Each strategy minus the zero-shot encoder on `score` per direction and budget, with its 95% interval and verdict."
+    z = boot[boot.comparison.str.endswith(" − zero-shot") & (boot.score == score)]
+    lower = score in LOWER_IS_BETTER
+    verdict = ["tied" if lo <= 0 <= hi else "gain" if (d < 0) == lower else "cost" for d, lo, hi in zip(z["diff"], z["low"], z["high"])]
+    return (z.assign(strategy=z.comparison.str.removesuffix(" − zero-shot"), verdict=verdict)
+             .set_index(["direction", "budget", "strategy"])[["diff", "low", "high", "verdict"]].sort_index())
+
+# %% ../nbs/08_tradeoff.ipynb #98161654
+def budget_bias(doc:dict)->pd.DataFrame: # index (direction, budget)
+    "Seed-mean rank distance of each strategy per direction and budget, and the change of hybrid and X-Y against X-X-mono (%)."
+    return _vs_mono(budget_table(doc)["mean"]["rank_distance"].unstack("variant")[STRATEGIES].sort_index())

@@ -188,9 +188,16 @@ def test_heads_learn_at_their_own_rate(data3):
 def test_cached_evaluation_equals_full_path(data3):
     run = setup_lit_run(_tiny(), data3)
     ft = fold_test(data3, data3.folds[0])
+    texts = ft.captions.text.tolist()
+    ca, cb = (np.asarray(lit._captions_in_space(run.model, texts, enc)) for enc in (run.encode, embed))
+    np.testing.assert_allclose(ca, cb, atol=1e-5)          # the two paths agree to float rounding
     a = evaluate_lit(run.model, ft, data3.features, run.encode)[0]
     b = evaluate_lit(run.model, ft, data3.features, embed)[0]
-    for k in a: assert a[k] == pytest.approx(b[k], abs=2e-3), k
+    for k in a:
+        if k.startswith("clip_"): assert a[k] == pytest.approx(b[k], abs=1e-6), k
+        # ranks: the tiny model's trimmed vocabulary maps many captions to the same pieces (exact ties between
+        # captions), and rounding that differs by CPU breaks those ties either way; 1% still catches a wrong path
+        else: assert a[k] == pytest.approx(b[k], rel=1e-2, abs=1e-3), k
 
 def test_fold_test_covers_named_pairs(data3):
     ft = fold_test(data3, data3.folds[1])
