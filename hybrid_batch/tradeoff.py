@@ -20,11 +20,12 @@ from .study import (Variant, alpha_grid, bootstrap_rows, check_resumable, fronti
 # %% auto #0
 __all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'BUDGET_SCORES', 'PAPER_ID',
            'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'ORDERING', 'StudyConfig', 'study_config', 'sweep_config',
-           'question_scores', 'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'run_study', 'adopt_runs',
-           'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table', 'claims_table',
-           'plot_frontier', 'budget_table', 'budget_figure', 'report_figures', 'at_budget', 'study_seconds',
-           'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison', 'transfer_table',
-           'bias_change', 'budget_bootstrap', 'budget_claims', 'ordering_table', 'zero_shot_table', 'budget_bias']
+           'question_scores', 'study_precision', 'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'run_study',
+           'adopt_runs', 'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table',
+           'claims_table', 'plot_frontier', 'budget_table', 'budget_figure', 'report_figures', 'at_budget',
+           'study_seconds', 'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison',
+           'transfer_table', 'bias_change', 'budget_bootstrap', 'budget_claims', 'ordering_table', 'zero_shot_table',
+           'budget_bias']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 PAPER_VARIANTS = [Variant("X-X-mono", "x_x_mono", 1.0), Variant("X-Y", "x_y", 0.0), Variant("hybrid", "hybrid", 0.5)]
@@ -110,9 +111,18 @@ def _base_encoder(cfg:StudyConfig):
     "The untrained encoder the study fine-tunes, on the device it trains on."
     return run_model(TrainConfig(**cfg.train))
 
-def _encoder_for_eval(model, cfg:StudyConfig):
+def study_precision(cfg:StudyConfig, runs:list, where:str|Path="results.json")->str|None: # "bf16", "fp32", or None: decide
+    "The precision every row of a study is evaluated in: that of the runs it holds (None before the first)."
+    have = sorted({r["eval_precision"] for r in runs if r.get("eval_precision")})
+    if len(have) > 1:
+        raise ValueError(f"{where}: its runs were evaluated in different precisions ({', '.join(have)}); "
+                         "their scores are not comparable: remove the runs of one precision and run the study again")
+    return have[0] if have else None
+
+def _encoder_for_eval(model, cfg:StudyConfig, prec:str|None=None): # prec: the study's precision (None: `fast_eval` here)
     model.max_seq_length = cfg.eval_max_length
-    return to_bf16(model) if cfg.fast_eval and native_bf16(model.device.type) else model
+    if prec is None: prec = "bf16" if cfg.fast_eval and native_bf16(model.device.type) else "fp32"
+    return to_bf16(model) if prec == "bf16" else model
 
 def _record(direction, variant, seed, res, extra, budget=None)->dict:
     return {"direction": f"{direction[0]}→{direction[1]}", "train_data": direction[0], "pool": direction[1],
@@ -134,11 +144,11 @@ def same_below(model, base, n_frozen:int)->bool:
     return all(torch.equal(a, b) for a, b in zip(params(model), params(base), strict=True))
 
 # %% ../nbs/08_tradeoff.ipynb #8344a6c9
-def _shared(cfg:StudyConfig, pool, cache:dict):
+def _shared(cfg:StudyConfig, pool, cache:dict, prec:str|None=None):
     "(base encoder, its `PoolPrefix` of `pool`) when the study shares a frozen prefix, else None."
     k = cfg.train.get("train_layers")
     if not cfg.shared_prefix or k is None: return None
-    if "base" not in cache: cache["base"] = _encoder_for_eval(_base_encoder(cfg), cfg)
+    if "base" not in cache: cache["base"] = _encoder_for_eval(_base_encoder(cfg), cfg, prec)
     base = cache["base"]
     if pool.name not in cache:
         cache[pool.name] = pool_prefix(base, pool, len(base[0].auto_model.encoder.layer) - k, cfg.eval_batch_size, store=True)
@@ -148,6 +158,7 @@ def _shared(cfg:StudyConfig, pool, cache:dict):
 def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|None, pool, progress:bool=True,
             shared:tuple|None=None, # (base encoder, `PoolPrefix` of `pool`): encode only the trained layers
             pairs:pd.DataFrame|None=None, # train on this table instead of the direction's data set (see `train.run_data`)
+            prec:str|None=None,           # evaluation precision (`study_precision`; None: `fast_eval` on this hardware)
            )->tuple:
     "Train (unless `variant` is None: zero-shot) and evaluate one model; (record, per-question scores)."
     extra, t0 = {}, time.time()
@@ -158,13 +169,13 @@ def run_one(cfg:StudyConfig, direction:tuple, variant:Variant|None, seed:int|Non
         extra = {"train": {"steps": r.state.step, "best_step": r.state.best_step, "best_valid_loss": r.state.best_loss,
                            "valid_loss": r.history.valid_loss.dropna().tolist(), "seconds": r.wall_seconds,
                            "sampler": r.report}}
-    res, extra["eval_precision"] = _evaluate_model(cfg, model, pool, shared, f"{variant.label if variant else 'zero-shot'} seed {seed}", progress)
+    res, extra["eval_precision"] = _evaluate_model(cfg, model, pool, shared, f"{variant.label if variant else 'zero-shot'} seed {seed}", progress, prec)
     extra["seconds"] = time.time() - t0
     return _record(direction, variant, seed, res, extra), question_scores(res.per_question)
 
-def _evaluate_model(cfg:StudyConfig, model, pool, shared, what:str, progress:bool):
+def _evaluate_model(cfg:StudyConfig, model, pool, shared, what:str, progress:bool, prec:str|None=None):
     "Evaluate `model` on `pool` as the study says (through the shared prefix when there is one); (result, precision)."
-    model, prefix = _encoder_for_eval(model, cfg), shared[1] if shared else None
+    model, prefix = _encoder_for_eval(model, cfg, prec), shared[1] if shared else None
     if shared and not same_below(model, shared[0], prefix.questions.n_frozen):
         raise RuntimeError(f"{what}: the lower {prefix.questions.n_frozen} layers changed in training")
     return evaluate(model, pool, cfg.eval_batch_size, show_progress_bar=progress, prefix=prefix), precision(model)
@@ -184,6 +195,7 @@ def run_budgets(cfg:StudyConfig, direction:tuple, variant:Variant, seed:int, poo
                 save,               # called as `save(record, per_question_scores)` after each budget
                 shared:tuple|None=None, progress:bool=True,
                 upto:int|None=None, # pause after this step (checkpoint kept, the run continues later); None: to the end
+                prec:str|None=None, # evaluation precision (`study_precision`)
                )->None:
     "Train one run of `max(seed_budgets)` steps at constant LR, evaluating it at every budget not in `done`."
     work, last = _work_dir(out, direction, variant, seed), seed_budgets(cfg, seed)[-1]
@@ -194,11 +206,11 @@ def run_budgets(cfg:StudyConfig, direction:tuple, variant:Variant, seed:int, poo
         b = run.state.step
         if b not in seed_budgets(cfg, seed) or b in done: return
         save_checkpoint(work, run.model, run.opt, run.sched, run.state, run.best, tc)  # a kill while evaluating resumes here
-        res, prec = _evaluate_model(cfg, copy_encoder(run.model), pool, shared, f"{variant.label} seed {seed} step {b}", progress)
+        res, used = _evaluate_model(cfg, copy_encoder(run.model), pool, shared, f"{variant.label} seed {seed} step {b}", progress, prec)
         hist = pd.DataFrame(run.state.history)
         extra = {"train": {"steps": b, "valid_loss": hist.valid_loss.dropna().tolist() if "valid_loss" in hist else [],
                            "seconds": sum(h.get("seconds", 0) for h in run.state.history)},
-                 "eval_precision": prec, "seconds": time.time() - run.t0}
+                 "eval_precision": used, "seconds": time.time() - run.t0}
         save(_record(direction, variant, seed, res, extra, budget=b), question_scores(res.per_question))
         done.add(b)
     at_budget(run)                   # a resumed run may stand at a budget it has not evaluated yet
@@ -257,8 +269,10 @@ def run_study(cfg:StudyConfig,        # what to run
         budgets = {b for b in cfg.budgets or [] if key + (b,) in done}
         if key + (None,) in done or upto and {b for b in seed_budgets(cfg, s) if b <= upto} <= budgets: continue
         pool = pools.setdefault(d[1], load_lareqa(d[1], cfg.eval_langs.get(d[1])))
-        if upto: run_budgets(cfg, d, v, s, pool, out, budgets, save, _shared(cfg, pool, cache), progress, upto)
-        else: save(*run_one(cfg, d, v, s, pool, progress, _shared(cfg, pool, cache)))
+        prec = study_precision(cfg, runs, out/"results.json")   # the first run's, for every later row
+        shared = _shared(cfg, pool, cache, prec)
+        if upto: run_budgets(cfg, d, v, s, pool, out, budgets, save, shared, progress, upto, prec=prec)
+        else: save(*run_one(cfg, d, v, s, pool, progress, shared, prec=prec))
     write_report(out)
     return load_study(out)
 

@@ -77,7 +77,7 @@ def test_paused_after_the_shared_budgets(tmp_path):
     def first_stage_only(*a, upto=None, **kw):
         if upto == 4: raise Killed()
         return real(*a, upto=upto, **kw)
-    with mock.patch.object(T, "run_budgets", lambda *a: first_stage_only(*a[:-1], upto=a[-1])), pytest.raises(Killed):
+    with mock.patch.object(T, "run_budgets", lambda *a, **kw: first_stage_only(*a[:-1], upto=a[-1], **kw)), pytest.raises(Killed):
         run_study(cfg, tmp_path/"s", progress=False)
     assert len(load_study(tmp_path/"s")["runs"]) == 4           # both seeds at budget 2
     assert sorted(p.name for p in (tmp_path/"s"/"_work").iterdir()) == ["xquad_to_mlqa-r-X-Y-seed0", "xquad_to_mlqa-r-hybrid-seed0"]
@@ -93,7 +93,7 @@ def test_alpha_sweep_adopts_the_strategy_runs_of_a_budget_study(tmp_path):
     assert T.adopt_runs(tmp_path/"sweep", sweep, tmp_path/"budget") == 0     # a second call adds nothing
     trained = []
     real = T.run_budgets
-    with mock.patch.object(T, "run_budgets", lambda cfg, d, v, *a: trained.append(v.label) or real(cfg, d, v, *a)):
+    with mock.patch.object(T, "run_budgets", lambda cfg, d, v, *a, **kw: trained.append(v.label) or real(cfg, d, v, *a, **kw)):
         doc = run_study(sweep, tmp_path/"sweep", progress=False)
     assert trained == ["α=0.25"]
     by = {r["variant"]: r for r in doc["runs"]}
@@ -111,3 +111,21 @@ def test_top_budget_seeds_checked(kw, tmp_path):
     "A top-budget seed that is not run, or a top budget that does not exist, is refused before anything is written."
     with pytest.raises(ValueError, match="top_budget_seeds"): run_study(_cfg(**kw), tmp_path/"s", progress=False)
     assert not (tmp_path/"s").exists()
+
+def test_a_study_resumed_on_other_hardware_keeps_its_precision(tmp_path):
+    "Rows evaluated in fp32 are joined by fp32 rows even where bf16 is native: one precision per study, never mixed."
+    kw = dict(seeds=[0], budgets=[2], fast_eval=True, zero_shot=False, shared_prefix=False, variants=[Variant("X-Y", "x_y", 0.0)])
+    cfg = _cfg(**kw)   # (tiny models differ by seed: no shared prefix across seeds)
+    with mock.patch.object(T, "native_bf16", lambda *a: False): run_study(cfg, tmp_path/"s", progress=False)
+    more = _cfg(**kw)
+    doc = json.loads((tmp_path/"s"/"results.json").read_text())
+    doc["study"]["seeds"] = [0, 1]; (tmp_path/"s"/"results.json").write_text(json.dumps(doc))
+    more.seeds = [0, 1]
+    with mock.patch.object(T, "native_bf16", lambda *a: True): done = run_study(more, tmp_path/"s", progress=False)
+    assert [r["eval_precision"] for r in done["runs"]] == ["fp32", "fp32"]
+    with mock.patch.object(T, "native_bf16", lambda *a: True): fresh = run_study(cfg, tmp_path/"t", progress=False)
+    assert [r["eval_precision"] for r in fresh["runs"]] == ["bf16"]       # a new study decides by its hardware
+    doc = json.loads((tmp_path/"s"/"results.json").read_text()); doc["runs"][1]["eval_precision"] = "bf16"
+    (tmp_path/"s"/"results.json").write_text(json.dumps(doc)); more.seeds = [0, 1, 2]
+    doc["study"]["seeds"] = [0, 1, 2]; (tmp_path/"s"/"results.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="different precisions"): run_study(more, tmp_path/"s", progress=False)
