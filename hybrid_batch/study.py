@@ -30,11 +30,12 @@ def alpha_grid(alphas:list)->list: # one hybrid `Variant` per α, labelled "α=�
 
 # %% ../nbs/07b_study.ipynb #968fb2b3
 def versions(**extra)->dict: # package and machine versions, plus `extra`
-    "What produced a result: Python, torch, transformers, sentence-transformers, hybrid_batch, machine, threads."
+    "What produced a result: Python, torch, transformers, sentence-transformers, hybrid_batch, machine, CPU kernels, threads."
     import torch, transformers, sentence_transformers, hybrid_batch
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
             "sentence_transformers": sentence_transformers.__version__, "hybrid_batch": hybrid_batch.__version__,
-            "machine": platform.machine(), "threads": torch.get_num_threads(), **extra}
+            "machine": platform.machine(), "cpu": torch.backends.cpu.get_cpu_capability(), # the SIMD kernels torch runs
+            "threads": torch.get_num_threads(), **extra}
 
 def load_study(out:str|Path)->dict: # the results document
     "The `results.json` of a study folder (text or images)."

@@ -4,6 +4,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Bit-exact on the CPU kernels (`versions()["cpu"]`: AVX2, AVX512, ...) that wrote the committed file. Another kernel
+# set rounds float32 sums differently: measured on AVX512 against the committed quick study (written before the field
+# existed), validation losses moved by up to 3.6e-7, mAPs by up to 6e-6 and rank distances by one rank of one question
+# (1/1024 and 1/595), from near-ties breaking the other way. Then a score may move by a few such ties, no more.
+def _tolerance(fresh_doc, committed_doc, score=None)->float:
+    cpu = committed_doc["versions"].get("cpu")
+    if cpu is not None and cpu == fresh_doc["versions"].get("cpu"): return 1e-12
+    if score is None: return 1e-5                         # a validation loss
+    return 0.05 if score == "rank_distance" else 5e-3    # ranks; scores in [0, 1]
+
+def _same(new:list, old:list, tol:float)->bool:
+    return len(new) == len(old) and all(math.isclose(a, b, rel_tol=0, abs_tol=tol) for a, b in zip(new, old))
 FRESH, COMMITTED = ROOT/"runs"/"quick"/"results.json", ROOT/"results"/"quick"/"results.json"
 
 def _runs(path):
@@ -26,13 +39,14 @@ def test_fresh_run_is_complete(fresh):
 def test_same_seed_same_numbers(fresh):
     "A rerun with the same seeds reproduces every score and every validation loss of the committed quick study."
     doc, runs = fresh
-    _, committed = _runs(COMMITTED)
+    committed_doc, committed = _runs(COMMITTED)
     for key, rec in committed.items():
         new = runs[key]
         for name, v in rec["scores"].items():
             if name == "evaluation_time": continue
-            assert math.isclose(new["scores"][name], v, rel_tol=0, abs_tol=1e-12), (key, name, new["scores"][name], v)
-        if "train" in rec: assert new["train"]["valid_loss"] == rec["train"]["valid_loss"], key
+            tol = _tolerance(doc, committed_doc, name)
+            assert math.isclose(new["scores"][name], v, rel_tol=0, abs_tol=tol), (key, name, new["scores"][name], v, tol)
+        if "train" in rec: assert _same(new["train"]["valid_loss"], rec["train"]["valid_loss"], _tolerance(doc, committed_doc)), key
 
 # --- the quick multimodal study (`.ci/run`: hybrid-batch multimodal --config quick --out runs/multimodal) ---------
 
@@ -55,8 +69,10 @@ def test_multimodal_quick_same_numbers(mm_fresh):
     for key, rec in committed.items():
         new = runs[key]
         for name, v in rec["scores"].items():
-            assert math.isclose(new["scores"][name], v, rel_tol=0, abs_tol=1e-12), (key, name, new["scores"][name], v)
-        assert new["train"]["valid_loss"] == rec["train"]["valid_loss"], key
-        assert new["text"] == rec["text"] or all(math.isclose(new["text"][k], rec["text"][k], abs_tol=1e-12) for k in rec["text"]), key
+            tol = _tolerance(doc, committed_doc, name)
+            assert math.isclose(new["scores"][name], v, rel_tol=0, abs_tol=tol), (key, name, new["scores"][name], v, tol)
+        assert _same(new["train"]["valid_loss"], rec["train"]["valid_loss"], _tolerance(doc, committed_doc)), key
+        assert new["text"] == rec["text"] or all(math.isclose(new["text"][k], rec["text"][k], abs_tol=_tolerance(doc, committed_doc, k))
+                                                 for k in rec["text"]), key
     for name in ("runs.csv", "per_language.csv", "bootstrap.csv", "tradeoff_cross_map.png"):
         assert (MM_FRESH.parent/name).stat().st_size > 0, name
