@@ -111,7 +111,7 @@ def _base_encoder(cfg:StudyConfig):
     "The untrained encoder the study fine-tunes, on the device it trains on."
     return run_model(TrainConfig(**cfg.train))
 
-def study_precision(cfg:StudyConfig, runs:list, where:str|Path="results.json")->str|None: # "bf16", "fp32", or None: decide
+def study_precision(runs:list, where:str|Path="results.json")->str|None: # "bf16", "fp32", or None: decide
     "The precision every row of a study is evaluated in: that of the runs it holds (None before the first)."
     have = sorted({r["eval_precision"] for r in runs if r.get("eval_precision")})
     if len(have) > 1:
@@ -269,7 +269,7 @@ def run_study(cfg:StudyConfig,        # what to run
         budgets = {b for b in cfg.budgets or [] if key + (b,) in done}
         if key + (None,) in done or upto and {b for b in seed_budgets(cfg, s) if b <= upto} <= budgets: continue
         pool = pools.setdefault(d[1], load_lareqa(d[1], cfg.eval_langs.get(d[1])))
-        prec = study_precision(cfg, runs, out/"results.json")   # the first run's, for every later row
+        prec = study_precision(runs, out/"results.json")   # the first run's, for every later row
         shared = _shared(cfg, pool, cache, prec)
         if upto: run_budgets(cfg, d, v, s, pool, out, budgets, save, shared, progress, upto, prec=prec)
         else: save(*run_one(cfg, d, v, s, pool, progress, shared, prec=prec))
@@ -591,7 +591,7 @@ def ordering_table(boot:pd.DataFrame)->pd.DataFrame: # from `budget_bootstrap`; 
         r = {"direction": d, "budget": b}
         for other, score in ORDERING:
             x = g.loc[(f"hybrid − {other}", score)]
-            r[f"{score} vs {other}"] = word[_verdict(x["diff"], x["low"], x["high"], score == "rank_distance")]
+            r[f"{score} vs {other}"] = word[_verdict(x["diff"], x["low"], x["high"], score in LOWER_IS_BETTER)]
         r["paper's ordering"] = "worse" not in r.values()
         rows.append(r)
     return pd.DataFrame(rows).set_index(["direction", "budget"])
@@ -602,8 +602,8 @@ def zero_shot_table(boot:pd.DataFrame,  # from `budget_bootstrap`
                    )->pd.DataFrame:     # index (direction, budget, strategy)
     "Each strategy minus the zero-shot encoder on `score` per direction and budget, with its 95% interval and verdict."
     z = boot[boot.comparison.str.endswith(" − zero-shot") & (boot.score == score)]
-    lower = score in LOWER_IS_BETTER
-    verdict = ["tied" if lo <= 0 <= hi else "gain" if (d < 0) == lower else "cost" for d, lo, hi in zip(z["diff"], z["low"], z["high"])]
+    word = {"yes": "gain", "no": "cost", "not significant": "tied"}
+    verdict = [word[_verdict(d, lo, hi, score in LOWER_IS_BETTER)] for d, lo, hi in zip(z["diff"], z["low"], z["high"])]
     return (z.assign(strategy=z.comparison.str.removesuffix(" − zero-shot"), verdict=verdict)
              .set_index(["direction", "budget", "strategy"])[["diff", "low", "high", "verdict"]].sort_index())
 
