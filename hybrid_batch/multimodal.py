@@ -15,7 +15,7 @@ from .models import EMBEDDED, load_encoder, n_layers
 from .evaluate import pool_prefix
 from .train import finish_run, run_steps
 from .study import (Variant, alpha_grid, bootstrap_rows, check_resumable, frontier_figure, load_study, save_study,
-                                runs_frame, seed_summary, versions, write_figures)
+                                runs_frame, seed_summary, versions, made_on, write_figures)
 from .images import IMAGE_PREP, IMAGE_TOWER, LANGS, CaptionData, language_coverage, load_caption_data
 from .lit import (TEXT_SCORES, LitConfig, check_lit, evaluate_lit, fold_test, setup_lit_run, text_quality)
 
@@ -102,7 +102,7 @@ def run_lit(cfg:MultimodalConfig, v:Variant, seed:int, fold:int, locked:bool, da
     scores, table, items = evaluate_lit(r.model, fold_test(data, data.folds[fold]), data.features, run.encode, cfg.clip_w)
     text = text_quality(r.model.text, *text_eval) if text_eval and seed in cfg.text_seeds and not locked else None
     rec = {"variant": _label(v, locked), "strategy": v.strategy, "alpha": v.alpha, "seed": seed, "fold": fold,
-           "train_layers": lc.train_layers, "scores": scores, "text": text,
+           "train_layers": lc.train_layers, "made_on": made_on(), "scores": scores, "text": text,
            "per_lang": json.loads(table.to_json(orient="index")),
            "train": {"steps": r.state.step, "best_step": r.state.best_step, "best_valid_loss": r.state.best_loss,
                      "valid_loss": r.history.valid_loss.dropna().tolist(), "batch_types": r.report["batch_types"],

@@ -13,8 +13,8 @@ from .core import atomic_write, write_json
 from .evaluate import paired_bootstrap
 
 # %% auto #0
-__all__ = ['Variant', 'alpha_grid', 'versions', 'load_study', 'save_study', 'check_resumable', 'runs_frame', 'seed_summary',
-           'bootstrap_rows', 'pareto_mask', 'frontier_figure', 'png', 'write_figures']
+__all__ = ['Variant', 'alpha_grid', 'versions', 'made_on', 'load_study', 'save_study', 'check_resumable', 'runs_frame',
+           'seed_summary', 'bootstrap_rows', 'pareto_mask', 'frontier_figure', 'png', 'write_figures']
 
 # %% ../nbs/07b_study.ipynb #b9f2b6b3
 @dataclass
@@ -36,6 +36,11 @@ def versions(**extra)->dict: # package and machine versions, plus `extra`
             "sentence_transformers": sentence_transformers.__version__, "hybrid_batch": hybrid_batch.__version__,
             "machine": platform.machine(), "cpu": torch.backends.cpu.get_cpu_capability(), # the SIMD kernels torch runs
             "threads": torch.get_num_threads(), **extra}
+
+def made_on()->dict: # the part of `versions` that can change a run's last digits
+    "What made one run: torch, hybrid_batch, CPU kernels and threads; a study spanning machines keeps it per run."
+    v = versions()
+    return {k: v[k] for k in ("torch", "hybrid_batch", "cpu", "threads")}
 
 def load_study(out:str|Path)->dict: # the results document
     "The `results.json` of a study folder (text or images)."

@@ -15,17 +15,17 @@ from .models import copy_encoder, native_bf16, precision, to_bf16
 from .train import TrainConfig, train, run_model, setup_run, run_steps, save_checkpoint, latest_checkpoint
 from .evaluate import evaluate, pool_prefix
 from .study import (Variant, alpha_grid, bootstrap_rows, check_resumable, frontier_figure, load_study, png,
-                                runs_frame as study_runs, save_study, seed_summary, versions, write_figures)
+                                runs_frame as study_runs, save_study, seed_summary, versions, made_on, write_figures)
 
 # %% auto #0
 __all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETTER', 'CLAIMS', 'BUDGET_SCORES', 'PAPER_ID',
            'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'ORDERING', 'StudyConfig', 'study_config', 'sweep_config',
            'question_scores', 'study_precision', 'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'run_study',
            'adopt_runs', 'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table',
-           'claims_table', 'plot_frontier', 'budget_table', 'budget_figure', 'report_figures', 'at_budget',
-           'study_seconds', 'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison',
-           'transfer_table', 'bias_change', 'budget_bootstrap', 'budget_claims', 'ordering_table', 'zero_shot_table',
-           'budget_bias']
+           'claims_table', 'plot_frontier', 'budget_table', 'budget_figure', 'alpha_figure', 'is_sweep',
+           'comparison_target', 'report_figures', 'at_budget', 'study_seconds', 'results_markdown', 'report_html',
+           'write_report', 'paper_table', 'paper_comparison', 'transfer_table', 'bias_change', 'budget_bootstrap',
+           'budget_claims', 'ordering_table', 'zero_shot_table', 'budget_bias']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 PAPER_VARIANTS = [Variant("X-X-mono", "x_x_mono", 1.0), Variant("X-Y", "x_y", 0.0), Variant("hybrid", "hybrid", 0.5)]
@@ -128,7 +128,7 @@ def _record(direction, variant, seed, res, extra, budget=None)->dict:
     return {"direction": f"{direction[0]}→{direction[1]}", "train_data": direction[0], "pool": direction[1],
             "variant": variant.label if variant else "zero-shot", "strategy": variant.strategy if variant else None,
             "alpha": variant.alpha if variant else None, "seed": seed, **({"budget": budget} if budget else {}),
-            "scores": res.scores, **extra}
+            "scores": res.scores, "made_on": made_on(), **extra}
 
 def _train_config(cfg:StudyConfig, direction, variant, seed, **kw)->TrainConfig:
     return TrainConfig(**{**cfg.train, "train_data": direction[0], "eval_pool": direction[1],
@@ -392,29 +392,49 @@ def budget_table(doc:dict)->pd.DataFrame: # index (direction, variant, budget); 
     g = df.groupby(["direction", "variant", "budget"], sort=False)[BUDGET_SCORES]
     return pd.concat({"mean": g.mean(), "sd": g.std(ddof=1), "seeds": g.size().to_frame("n")}, axis=1)
 
-def budget_figure(doc:dict, direction:str)->plt.Figure:
-    "Mono, cross, multi mAP and rank distance against training steps (log x), one line per variant, seed sd bars."
-    t = budget_table(doc).xs(direction, level="direction")
-    zero = {r["variant"]: r["scores"] for r in doc["runs"] if r["direction"] == direction and r["variant"] == "zero-shot"}
+def _curves(t:pd.DataFrame,  # index (line, x); columns (mean|sd, score) for every score of BUDGET_SCORES
+            zero:dict|None,  # the zero-shot scores, drawn as a reference line (None: no line)
+            xlabel:str, title:str, logx:bool=False)->plt.Figure:
+    "One panel per score of BUDGET_SCORES, one line per value of the first index level, seed sd bars."
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2), dpi=80)
     for ax, score in zip(axes, BUDGET_SCORES):
-        for v in dict.fromkeys(t.index.get_level_values("variant")):
+        for v in dict.fromkeys(t.index.get_level_values(0)):
             m, sd = t["mean"][score].xs(v), t["sd"][score].xs(v).fillna(0)
             ax.errorbar(m.index, m.to_numpy(), yerr=sd.to_numpy(), marker="o", capsize=3, label=v)
-        if zero: ax.axhline(zero["zero-shot"][score], color="grey", ls="--", label="zero-shot")
-        ax.set_xscale("log"); ax.set_xlabel("training steps"); ax.set_title(score)
-    axes[0].legend(fontsize=8); fig.suptitle(direction); fig.tight_layout()
+        if zero: ax.axhline(zero[score], color="grey", ls="--", label="zero-shot")
+        if logx: ax.set_xscale("log")
+        ax.set_xlabel(xlabel); ax.set_title(score)
+    axes[0].legend(fontsize=8); fig.suptitle(title); fig.tight_layout()
     return fig
 
+def budget_figure(doc:dict, direction:str)->plt.Figure:
+    "Mono, cross, multi mAP and rank distance against training steps (log x), one line per variant, seed sd bars."
+    zero = next((r["scores"] for r in doc["runs"] if r["direction"] == direction and r["variant"] == "zero-shot"), None)
+    return _curves(budget_table(doc).xs(direction, level="direction"), zero, "training steps", direction, logx=True)
+
+def alpha_figure(doc:dict, direction:str)->plt.Figure:
+    "Mono, cross, multi mAP and rank distance against α (an α sweep; α=0 is X-Y, α=1 X-X-mono), seed sd bars."
+    s, alpha = summary_table(doc).loc[direction], {r["variant"]: r["alpha"] for r in doc["runs"]}
+    s.index = pd.MultiIndex.from_arrays([["hybrid"] * len(s), s.index.map(alpha)], names=["line", "alpha"])
+    return _curves(s.sort_index(), None, "α = P(X-X-mono batch)", direction)
+
 # %% ../nbs/08_tradeoff.ipynb #82575216
+def is_sweep(doc:dict)->bool: # an α sweep: more than one α of the hybrid strategy
+    return len({r["alpha"] for r in doc["runs"] if r["strategy"] == "hybrid"}) > 1
+
+def comparison_target(doc:dict)->str: # the row every other one is compared with
+    "hybrid in a study of the paper's strategies, α=0.5 (the paper's hybrid) in an α sweep."
+    return "α=0.5" if is_sweep(doc) and "α=0.5" in {r["variant"] for r in doc["runs"]} else "hybrid"
+
 def report_figures(doc:dict)->dict:
-    "File name -> PNG bytes: the mono/cross and mono/multi planes of every direction (at the largest budget), budget curves."
+    "File name -> PNG bytes: the planes of every direction (at the largest budget), budget curves, and scores against α in a sweep."
     figs, budgets = {}, sorted({r["budget"] for r in doc["runs"] if r.get("budget")})
     planes = at_budget(doc, budgets[-1]) if budgets else doc
     for d in dict.fromkeys(r["direction"] for r in doc["runs"]):
         slug = d.replace("→", "_to_")
         for y in ("cross_map", "multi_map", "rank_distance"): figs[f"{slug}_{y}.png"] = png(plot_frontier(planes, d, y))
-        if budgets: figs[f"{slug}_budget.png"] = png(budget_figure(doc, d))
+        if len(budgets) > 1: figs[f"{slug}_budget.png"] = png(budget_figure(doc, d))
+        if is_sweep(doc): figs[f"{slug}_alpha.png"] = png(alpha_figure(planes, d))
     return figs
 
 # %% ../nbs/08_tradeoff.ipynb #c12af63b
@@ -428,7 +448,7 @@ def at_budget(doc:dict, budget:int)->dict: # the same document with the zero-sho
     return {**doc, "runs": [r for r in doc["runs"] if r["variant"] == "zero-shot" or r.get("budget") == budget]}
 
 def _tables_markdown(out, doc, heading:str="#")->list:
-    s, b = format_summary(doc), bootstrap_table(out, doc)
+    s, b = format_summary(doc), bootstrap_table(out, doc, comparison_target(doc))
     c = _claims(out, doc, b)
     lines = ["Mean ± sd over seeds (mAP and R@k in [0, 1]; rank distance in ranks, lower is less biased).", "",
              s.reset_index().to_markdown(index=False), ""]
@@ -466,7 +486,7 @@ def report_html(out:str|Path, doc:dict, figs:dict)->str:
     "A self-contained HTML page: tables (at the largest budget, for a budget study) and figures (embedded as base64 PNG)."
     budgets = sorted({r["budget"] for r in doc["runs"] if r.get("budget")})
     doc = at_budget(doc, budgets[-1]) if budgets else doc
-    s, b = format_summary(doc), bootstrap_table(out, doc)
+    s, b = format_summary(doc), bootstrap_table(out, doc, comparison_target(doc))
     c = _claims(out, doc, b)
     claims = f"<h2>The paper's claims, 95% intervals</h2>{c.to_html(index=False, float_format=lambda v: f'{v:.4f}')}" if len(c) else ""
     imgs = "".join(f'<figure><img src="data:image/png;base64,{base64.b64encode(v).decode()}"><figcaption>{k}</figcaption></figure>'

@@ -11,6 +11,7 @@ from hybrid_batch.images import (load_class_names, load_templates, class_folds, 
 from hybrid_batch.lit import (clip_score, clipscore_table, caption_batches, LitConfig, check_lit, setup_lit_run, train_lit,
     load_lit_model, fold_test, evaluate_lit, image_caption_pool, caption_image_pool, caption_pool, recall_by_lang, cross_map_by_lang)
 from hybrid_batch.multimodal import multimodal_config, lit_config, _with_overrides
+from hybrid_batch.study import versions
 
 LANGS3 = ["EN", "DE", "ZH"]
 
@@ -236,6 +237,7 @@ def test_mini_study_writes_and_resumes(tmp_path):
     assert {"results.json", "runs.csv", "per_language.csv", "bootstrap.csv", "tradeoff_cross_map.png"} <= {p.name for p in tmp_path.iterdir()}
     assert [r["variant"] for r in doc["runs"]] == ["X-Y", "hybrid", "hybrid, locked text"]
     assert all(0 <= r["scores"]["mono_r1"] <= 1 for r in doc["runs"]) and len(list((tmp_path/"items").glob("*.csv"))) == 3
+    assert all(r["made_on"]["cpu"] == versions()["cpu"] for r in doc["runs"])
     again = mm.run_multimodal(cfg, tmp_path)                                    # resumed: nothing left to run
     assert [r["scores"] for r in again["runs"]] == [r["scores"] for r in doc["runs"]]
-    with pytest.raises(ValueError, match="different multimodal study"): mm.run_multimodal(mm.MultimodalConfig(**{**cfg.__dict__, "slots": 3}), tmp_path)
+    with pytest.raises(ValueError, match="different study config"): mm.run_multimodal(mm.MultimodalConfig(**{**cfg.__dict__, "slots": 3}), tmp_path)

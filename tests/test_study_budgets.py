@@ -4,7 +4,7 @@ import json
 from unittest import mock
 import pytest
 import hybrid_batch.tradeoff as T
-from hybrid_batch.study import Variant, load_study
+from hybrid_batch.study import Variant, load_study, made_on
 from hybrid_batch.tradeoff import StudyConfig, run_study, at_budget, budget_table, summary_table
 
 TRAIN = dict(model="tiny", langs=["en", "de"], batch_size=4, max_length=32, eval_every=2, valid_batches=1, warmup_steps=1,
@@ -26,6 +26,7 @@ def test_budget_study_runs_resumes_and_reports(tmp_path):
     assert keys == {("xquad→mlqa-r", "zero-shot", None, None)} | {("xquad→mlqa-r", v, 0, b) for v in ("X-Y", "hybrid") for b in (2, 6)}
     assert not (tmp_path/"full"/"_work").exists() or not any((tmp_path/"full"/"_work").iterdir())
     assert [r["train"]["steps"] for r in full["runs"] if r.get("budget")] == [2, 6, 2, 6]
+    assert all(r["made_on"] == made_on() for r in full["runs"])      # each run says what machine made it
     # the runs at budget 2 differ from those at 6: the model is evaluated *at* the step
     s = _scores(full)
     assert s[("xquad→mlqa-r", "hybrid", 0, 2)] != s[("xquad→mlqa-r", "hybrid", 0, 6)]
