@@ -110,11 +110,15 @@ def pareto_mask(x:np.ndarray, # first objective (higher is better)
 def frontier_figure(points:pd.DataFrame, # one row per variant (index = label): x, y and optional sx, sy (sd)
                     xlabel:str, ylabel:str, title:str,
                     lower_better:bool=False, # y is better when lower (rank distance)
+                    path:bool=False,         # join the points in row order (an α grid: the path α takes)
+                    ax:plt.Axes|None=None,   # draw into this panel (default: a new figure)
                    )->plt.Figure:
     "Points with ± sd bars; the Pareto-optimal ones (higher x, better y) ringed."
-    fig, ax = plt.subplots(figsize=(4.5, 3.6), dpi=80)
+    if ax is None: _, ax = plt.subplots(figsize=(4.5, 3.6), dpi=80)
+    fig = ax.figure
     mx, my = points["x"].to_numpy(float), points["y"].to_numpy(float)
     sd = lambda c: points[c].fillna(0).to_numpy(float) if c in points else None
+    if path: ax.plot(mx, my, color="grey", lw=0.8, zorder=0)
     ax.errorbar(mx, my, xerr=sd("sx"), yerr=sd("sy"), fmt="o", capsize=3)
     front = pareto_mask(mx, -my if lower_better else my)
     ax.scatter(mx[front], my[front], s=160, facecolors="none", edgecolors="C3", label="Pareto-optimal")

@@ -22,10 +22,10 @@ __all__ = ['PAPER_VARIANTS', 'DIRECTIONS', 'PRESETS', 'HEADLINE', 'LOWER_IS_BETT
            'PAPER_SCORES', 'PAPER_ROWS', 'STRATEGIES', 'ORDERING', 'StudyConfig', 'study_config', 'sweep_config',
            'question_scores', 'study_precision', 'same_below', 'run_one', 'seed_budgets', 'run_budgets', 'run_study',
            'adopt_runs', 'runs_frame', 'summary_table', 'format_summary', 'seed_mean_scores', 'bootstrap_table',
-           'claims_table', 'plot_frontier', 'budget_table', 'budget_figure', 'alpha_figure', 'is_sweep',
-           'comparison_target', 'report_figures', 'at_budget', 'study_seconds', 'results_markdown', 'report_html',
-           'write_report', 'paper_table', 'paper_comparison', 'transfer_table', 'bias_change', 'budget_bootstrap',
-           'budget_claims', 'ordering_table', 'zero_shot_table', 'budget_bias']
+           'claims_table', 'plot_frontier', 'frontier_panels', 'alpha_shape', 'budget_table', 'budget_figure',
+           'alpha_figure', 'is_sweep', 'comparison_target', 'report_figures', 'at_budget', 'study_seconds',
+           'results_markdown', 'report_html', 'write_report', 'paper_table', 'paper_comparison', 'transfer_table',
+           'bias_change', 'budget_bootstrap', 'budget_claims', 'ordering_table', 'zero_shot_table', 'budget_bias']
 
 # %% ../nbs/08_tradeoff.ipynb #072f0d36
 PAPER_VARIANTS = [Variant("X-X-mono", "x_x_mono", 1.0), Variant("X-Y", "x_y", 0.0), Variant("hybrid", "hybrid", 0.5)]
@@ -376,11 +376,44 @@ def claims_table(out:str|Path,              # study folder
     return pd.DataFrame(rows)
 
 # %% ../nbs/08_tradeoff.ipynb #a0e07101
-def plot_frontier(doc:dict, direction:str, y:str="cross_map", x:str="mono_map")->plt.Figure:
-    "Mean ± sd of every variant of `direction` in the (x, y) plane; Pareto-optimal variants ringed (rank distance: lower is better)."
+def _alphas(doc:dict)->dict: # label -> α of the study's hybrid variants (adopted α=0 and α=1 runs keep their X-Y / X-X-mono strategy)
+    return {v["label"]: v["alpha"] for v in doc["study"]["variants"] if v["strategy"] == "hybrid"}
+
+def plot_frontier(doc:dict, direction:str, y:str="cross_map", x:str="mono_map",
+                  ax:plt.Axes|None=None, # draw into this panel (default: a new figure)
+                 )->plt.Figure:
+    """Mean ± sd of every variant of `direction` in the (x, y) plane; Pareto-optimal variants ringed (rank distance:
+    lower is better). An α sweep's points are joined in the order of α."""
     s = summary_table(doc).loc[direction]
     pts = pd.DataFrame({"x": s["mean"][x], "y": s["mean"][y], "sx": s["sd"][x], "sy": s["sd"][y]})
-    return frontier_figure(pts, x, y, direction, y in LOWER_IS_BETTER)
+    sweep = is_sweep(doc)
+    if sweep: pts = pts.loc[sorted(pts.index, key=lambda v: _alphas(doc).get(v, -1))]
+    return frontier_figure(pts, x, y, direction, y in LOWER_IS_BETTER, path=sweep, ax=ax)
+
+# %% ../nbs/08_tradeoff.ipynb #ffc5b8f0
+def frontier_panels(doc:dict, direction:str)->plt.Figure:
+    "The planes of one direction side by side: monolingual mAP against cross-lingual mAP, multilingual mAP and rank distance."
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8), dpi=80)
+    for ax, y in zip(axes, ("cross_map", "multi_map", "rank_distance")): plot_frontier(doc, direction, y, ax=ax)
+    fig.tight_layout()
+    return fig
+
+# %% ../nbs/08_tradeoff.ipynb #3e301ed3
+def alpha_shape(out:str|Path,    # an α sweep's folder
+                doc:dict,        # its results document
+                n:int|None=None, # resamples (default: the study's `n_boot`)
+               )->pd.DataFrame:  # one row per direction, measure and score
+    "Per question: the fitted change of each score from α=0 to α=1, and α=0.5 against the mean of its ends; 95% intervals."
+    rows, n, alpha, cols = [], n or doc["study"]["n_boot"], _alphas(doc), ["mono", "cross", "multi", "rank_distance"]
+    for d in dict.fromkeys(r["direction"] for r in doc["runs"]):
+        s = {alpha[v]: seed_mean_scores(out, doc, d, v) for v in dict.fromkeys(r["variant"] for r in doc["runs"] if r["direction"] == d) if v in alpha}
+        if len(s) < 2: continue
+        a = np.array(sorted(s)); w = (a - a.mean()) / ((a - a.mean()) ** 2).sum()
+        slope = sum(wi * s[ai] for wi, ai in zip(w, a))
+        rows += bootstrap_rows(slope, slope * 0, cols, n, count="n_questions", direction=d, measure="α 0 → 1 (fitted)")
+        if {0, .5, 1} <= set(s):
+            rows += bootstrap_rows(s[.5], (s[0] + s[1]) / 2, cols, n, count="n_questions", direction=d, measure="α=0.5 − ends")
+    return pd.DataFrame(rows)
 
 # %% ../nbs/08_tradeoff.ipynb #d64ffe83
 BUDGET_SCORES = ["mono_map", "cross_map", "multi_map", "rank_distance"]
@@ -420,7 +453,7 @@ def alpha_figure(doc:dict, direction:str)->plt.Figure:
 
 # %% ../nbs/08_tradeoff.ipynb #82575216
 def is_sweep(doc:dict)->bool: # an α sweep: more than one α of the hybrid strategy
-    return len({r["alpha"] for r in doc["runs"] if r["strategy"] == "hybrid"}) > 1
+    return len(set(_alphas(doc).values())) > 1
 
 def comparison_target(doc:dict)->str: # the row every other one is compared with
     "hybrid in a study of the paper's strategies, α=0.5 (the paper's hybrid) in an α sweep."
@@ -434,7 +467,7 @@ def report_figures(doc:dict)->dict:
         slug = d.replace("→", "_to_")
         for y in ("cross_map", "multi_map", "rank_distance"): figs[f"{slug}_{y}.png"] = png(plot_frontier(planes, d, y))
         if len(budgets) > 1: figs[f"{slug}_budget.png"] = png(budget_figure(doc, d))
-        if is_sweep(doc): figs[f"{slug}_alpha.png"] = png(alpha_figure(planes, d))
+        if is_sweep(doc): figs.update({f"{slug}_alpha.png": png(alpha_figure(planes, d)), f"{slug}_frontier.png": png(frontier_panels(planes, d))})
     return figs
 
 # %% ../nbs/08_tradeoff.ipynb #c12af63b
@@ -458,6 +491,9 @@ def _tables_markdown(out, doc, heading:str="#")->list:
     if len(b):
         lines += [f"{heading}# Paired bootstrap (per-question scores averaged over seeds; 95% interval)", "",
                   b.to_markdown(index=False, floatfmt=".4f"), ""]
+    if is_sweep(doc):
+        lines += [f"{heading}# The shape of the trade-off over α (`alpha_shape`; 95% interval)", "",
+                  alpha_shape(out, doc).to_markdown(index=False, floatfmt=".4f"), ""]
     return lines
 
 def study_seconds(doc:dict)->float: # seconds of training and evaluation, over every session the study took
