@@ -7,23 +7,23 @@ from __future__ import annotations
 import json, time
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-import pandas as pd
+import numpy as np, pandas as pd
 import matplotlib.pyplot as plt
 from .core import atomic_write, set_threads
 from .data import load_lareqa
 from .models import EMBEDDED, load_encoder, n_layers
 from .evaluate import pool_prefix
 from .train import finish_run, run_steps
-from .study import (Variant, alpha_grid, bootstrap_rows, check_resumable, frontier_figure, load_study, save_study,
-                                runs_frame, seed_summary, versions, made_on, write_figures)
+from .study import (Variant, alpha_grid, alpha_shape_rows, bootstrap_rows, check_resumable, frontier_figure, load_study,
+                                plane_points, save_study, runs_frame, seed_summary, versions, made_on, write_figures)
 from .images import IMAGE_PREP, IMAGE_TOWER, LANGS, CaptionData, language_coverage, load_caption_data
 from .lit import (TEXT_SCORES, LitConfig, check_lit, evaluate_lit, fold_test, setup_lit_run, text_quality)
 
 # %% auto #0
 __all__ = ['EN_ONLY', 'MM_VARIANTS', 'LOCKED', 'ALPHA_GRID', 'MM_PRESETS', 'MM_HEADLINE', 'ITEM_SCORES', 'MultimodalConfig',
            'multimodal_config', 'lit_config', 'run_lit', 'run_multimodal', 'mm_runs', 'mm_summary', 'per_language',
-           'language_table', 'text_table', 'class_scores', 'bootstrap_vs', 'plot_tradeoff', 'plot_clipscore',
-           'write_results']
+           'language_table', 'text_table', 'variant_items', 'class_scores', 'bootstrap_vs', 'mm_alphas',
+           'plot_tradeoff', 'tradeoff_panels', 'plot_clipscore', 'mm_alpha_shape', 'clip_spread', 'write_results']
 
 # %% ../nbs/09c_multimodal.ipynb #689c31a4
 EN_ONLY = Variant("EN-only", "en_only", 1.0)  # the zero-shot transfer baseline
@@ -189,12 +189,18 @@ def text_table(doc:dict)->pd.DataFrame:
     return g[TEXT_SCORES].mean().join(g[["mono_map"]].std(ddof=1).add_prefix("sd_")).assign(runs=g.size())
 
 # %% ../nbs/09c_multimodal.ipynb #a6ade786
-ITEM_SCORES = ["t2i_r1", "i2t_r1", "zs_acc", "cross_map", "clip_matched", "multi_map", "rank_distance"]
+ITEM_SCORES = ["mono_r1", "t2i_r1", "i2t_r1", "zs_acc", "cross_map", "clip_matched", "multi_map", "rank_distance"]
+
+def variant_items(out:str|Path, doc:dict, variant:str)->pd.DataFrame:
+    "Every run's per-item table of `variant` (all folds and seeds), with its seed and `mono_r1` (mean of t2i and i2t R@1)."
+    recs = [r for r in doc["runs"] if r["variant"] == variant]
+    if not recs: raise ValueError(f"no run of variant {variant!r} in the study (variants: {sorted({r['variant'] for r in doc['runs']})})")
+    items = pd.concat([pd.read_csv(Path(out)/_items_name(r)).assign(seed=r["seed"]) for r in recs], ignore_index=True)
+    return items.assign(mono_r1=(items.t2i_r1 + items.i2t_r1) / 2)
 
 def class_scores(out:str|Path, doc:dict, variant:str)->pd.DataFrame: # index class; ITEM_SCORES
     "Per test class: each item score averaged over its languages, then over the variant's seeds (every fold's classes)."
-    recs = [r for r in doc["runs"] if r["variant"] == variant]
-    items = pd.concat([pd.read_csv(Path(out)/_items_name(r)).assign(seed=r["seed"]) for r in recs])
+    items = variant_items(out, doc, variant)
     return items.groupby(["seed", "group"])[ITEM_SCORES].mean().groupby("group").mean()  # the 'all' rows carry multi, rank
 
 def bootstrap_vs(out:str|Path, doc:dict, target:str="hybrid", n:int=10_000)->pd.DataFrame:
@@ -207,24 +213,85 @@ def bootstrap_vs(out:str|Path, doc:dict, target:str="hybrid", n:int=10_000)->pd.
     return pd.DataFrame(rows)
 
 # %% ../nbs/09c_multimodal.ipynb #6a44a8d6
-def plot_tradeoff(doc:dict, y:str="cross_map", x:str="mono_r1")->plt.Figure:
-    "Seed mean ± sd of every variant in the (x, y) plane, Pareto-optimal ones ringed (rank distance: lower is better)."
-    s = mm_summary(doc)
-    pts = pd.DataFrame({"x": s["mean"][x], "y": s["mean"][y], "sx": s["sd"][x], "sy": s["sd"][y]})
-    return frontier_figure(pts, x, y, doc["study"]["name"], y == "rank_distance")
+def mm_alphas(doc:dict)->dict: # label -> α of the variants on the α grid (not EN-only, not a locked text tower)
+    "The study's points of the α grid: X-Y (α=0), the hybrids and X-X-mono (α=1)."
+    return {r["variant"]: r["alpha"] for r in doc["runs"] if r["strategy"] != "en_only" and not r["variant"].endswith(LOCKED)}
 
-def plot_clipscore(per_lang:pd.DataFrame, col:str="clip_matched")->plt.Figure:
-    "CLIPScore per language against α (means over folds and seeds), one line per language."
-    t = per_lang.groupby(["alpha", "lang"])[col].mean().unstack("lang")
-    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=80)
-    t.plot(ax=ax, marker="o", ms=3, lw=1)
-    ax.set(xlabel="α (P of an X-X-mono batch)", ylabel=f"CLIPScore ({col.removeprefix('clip_')})"); ax.legend(fontsize=6, ncol=3)
+def plot_tradeoff(doc:dict, y:str="cross_map", x:str="mono_r1",
+                  ax:plt.Axes|None=None, # draw into this panel (default: a new figure)
+                 )->plt.Figure:
+    """Seed mean ± sd of every variant in the (x, y) plane, Pareto-optimal ones ringed (rank distance: lower is better);
+    the α grid joined in the order of α, EN-only and the locked text tower beside it."""
+    pts, path = plane_points(mm_summary(doc), x, y, mm_alphas(doc))
+    return frontier_figure(pts, x, y, doc["study"]["name"], y == "rank_distance", path=path, ax=ax)
+
+def tradeoff_panels(doc:dict)->plt.Figure:
+    "The three planes side by side: mono R@1 against cross-lingual caption mAP, zero-shot accuracy against it, mono R@1 against rank distance."
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 3.8), dpi=80)
+    for ax, (x, y) in zip(axes, (("mono_r1", "cross_map"), ("zs_acc", "cross_map"), ("mono_r1", "rank_distance"))): plot_tradeoff(doc, y, x, ax)
     fig.tight_layout()
     return fig
 
-def _on_alpha_grid(doc:dict)->dict: # variant -> whether it is a point of the α grid (not EN-only, not locked text)
-    return {r["variant"]: r["strategy"] != "en_only" and not r["variant"].endswith(LOCKED) for r in doc["runs"]}
+def plot_clipscore(per_lang:pd.DataFrame,       # `per_language` rows of the α grid's variants
+                   col:str="clip_matched",
+                   spread:pd.DataFrame|None=None, # `clip_spread`: adds a panel of the spread against α with its intervals
+                  )->plt.Figure:
+    "CLIPScore per language against α (means over folds and seeds), one line per language; and its spread between languages."
+    t = per_lang.groupby(["alpha", "lang"])[col].mean().unstack("lang")
+    fig, axes = plt.subplots(1, 1 if spread is None else 2, figsize=(5 if spread is None else 9.5, 3.6), dpi=80, squeeze=False)
+    ax = axes[0, 0]
+    t.plot(ax=ax, marker="o", ms=3, lw=1)
+    ax.set(xlabel="α (P of an X-X-mono batch)", ylabel=f"CLIPScore ({col.removeprefix('clip_')})"); ax.legend(fontsize=6, ncol=3)
+    if spread is not None:
+        g, ax = spread[spread.on_grid].sort_values("alpha"), axes[0, 1]
+        ax.errorbar(g.alpha, g.spread, yerr=[g.spread - g.low, g.high - g.spread], fmt="o-", capsize=3)
+        for (_, r), c in zip(spread[~spread.on_grid & spread.alpha.notna()].iterrows(), ("C1", "C2", "C3")):
+            ax.axhline(r.spread, color=c, ls="--", lw=1, label=r.variant)
+        ax.set(xlabel="α (P of an X-X-mono batch)", ylabel="spread between languages", title="highest − lowest language (95% interval)")
+        if ax.get_legend_handles_labels()[0]: ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
 
+# %% ../nbs/09c_multimodal.ipynb #c2e3e33b
+def mm_alpha_shape(out:str|Path, # a study folder
+                   doc:dict,     # its results document
+                   n:int=10_000, # bootstrap resamples
+                  )->pd.DataFrame: # one row per measure and score (`alpha_shape_rows`)
+    "Per test class: the fitted change of every item score from α=0 to α=1, and α=0.5 against the mean of its ends."
+    grid = mm_alphas(doc)
+    if len(set(grid.values())) < len(grid): raise ValueError(f"two variants share an α on the grid: {grid}")
+    return pd.DataFrame(alpha_shape_rows({a: class_scores(out, doc, v) for v, a in grid.items()}, ITEM_SCORES, n, count="n_classes"))
+
+def _lang_means(w:np.ndarray, x:pd.DataFrame)->np.ndarray: # (resamples, languages): each language's mean over the drawn classes
+    m = x.notna().to_numpy(float)
+    return (w @ x.fillna(0).to_numpy(float)) / (w @ m)
+
+def clip_spread(out:str|Path, doc:dict,
+                n:int=10_000,           # bootstrap resamples of test classes
+                col:str="clip_matched", # per-item CLIPScore column
+                seed:int=0,
+               )->pd.DataFrame:         # one row per variant, and the fitted change over the α grid
+    "CLIPScore's spread between languages per variant (highest language mean − lowest), with 95% intervals over the test classes all variants scored."
+    grid, rows = mm_alphas(doc), []
+    tabs = {v: variant_items(out, doc, v).query("lang != 'all'").groupby(["seed", "group", "lang"])[col].mean()
+                 .groupby(["group", "lang"]).mean().unstack("lang") for v in dict.fromkeys(r["variant"] for r in doc["runs"])}
+    classes = sorted(set.intersection(*(set(t.index) for t in tabs.values())))  # the classes every variant tested
+    w = np.random.default_rng(seed).multinomial(len(classes), np.full(len(classes), 1 / len(classes)), size=n).astype(float)
+    boot = {}
+    for v, t in tabs.items():
+        t = t.reindex(classes); mean = t.mean()
+        means = _lang_means(w, t); boot[v] = means.max(1) - means.min(1)
+        rows.append({"variant": v, "alpha": grid.get(v, next(r["alpha"] for r in doc["runs"] if r["variant"] == v)), "on_grid": v in grid,
+                     "spread": mean.max() - mean.min(), "low": np.percentile(boot[v], 2.5), "high": np.percentile(boot[v], 97.5),
+                     "highest": mean.idxmax(), "lowest": mean.idxmin(), "n_classes": int(t.notna().any(axis=1).sum())})
+    if len(set(grid.values())) >= 3:
+        a = np.array([grid[v] for v in grid]); c = (a - a.mean()) / ((a - a.mean()) ** 2).sum()
+        spread, b = {r["variant"]: r["spread"] for r in rows}, sum(ci * boot[v] for ci, v in zip(c, grid))
+        rows.append({"variant": "α 0 → 1 (fitted)", "alpha": np.nan, "on_grid": False, "spread": sum(ci * spread[v] for ci, v in zip(c, grid)),
+                     "low": np.percentile(b, 2.5), "high": np.percentile(b, 97.5), "highest": "", "lowest": "", "n_classes": len(classes)})
+    return pd.DataFrame(rows)
+
+# %% ../nbs/09c_multimodal.ipynb #d0e06041
 def _write_csv(df:pd.DataFrame, path:Path):
     with atomic_write(path, "w") as f: df.to_csv(f, index=False)
 
@@ -236,9 +303,10 @@ def write_results(out:str|Path, doc:dict)->list:
     _write_csv(mm_runs(doc), out/"runs.csv"); _write_csv(per_lang, out/"per_language.csv")
     _write_csv(bootstrap_vs(out, doc, n=2_000), out/"bootstrap.csv")
     figs = {"tradeoff_cross_map.png": plot_tradeoff(doc), "tradeoff_rank_distance.png": plot_tradeoff(doc, "rank_distance"),
-            "tradeoff_zs_cross.png": plot_tradeoff(doc, "cross_map", "zs_acc")}
-    alphas = {r["alpha"] for r in doc["runs"] if r["strategy"] != "en_only" and not r["variant"].endswith(LOCKED)}
-    if len(alphas) >= 3:
-        figs["clipscore_vs_alpha.png"] = plot_clipscore(per_lang[per_lang.variant.map(_on_alpha_grid(doc))])
+            "tradeoff_zs_cross.png": plot_tradeoff(doc, "cross_map", "zs_acc"), "tradeoff_panels.png": tradeoff_panels(doc)}
+    if len(set(mm_alphas(doc).values())) >= 3:
+        spread = clip_spread(out, doc, n=2_000)
+        _write_csv(mm_alpha_shape(out, doc, n=2_000), out/"alpha_shape.csv"); _write_csv(spread, out/"clip_spread.csv")
+        figs["clipscore_vs_alpha.png"] = plot_clipscore(per_lang[per_lang.variant.isin(mm_alphas(doc))], spread=spread)
     write_figures(out, figs)
     return sorted(p.name for p in out.iterdir() if p.is_file())

@@ -14,7 +14,8 @@ from .evaluate import paired_bootstrap
 
 # %% auto #0
 __all__ = ['Variant', 'alpha_grid', 'versions', 'made_on', 'load_study', 'save_study', 'check_resumable', 'runs_frame',
-           'seed_summary', 'bootstrap_rows', 'pareto_mask', 'frontier_figure', 'png', 'write_figures']
+           'seed_summary', 'bootstrap_rows', 'alpha_shape_rows', 'pareto_mask', 'frontier_figure', 'plane_points',
+           'png', 'write_figures']
 
 # %% ../nbs/07b_study.ipynb #b9f2b6b3
 @dataclass
@@ -97,6 +98,23 @@ def bootstrap_rows(a:pd.DataFrame,  # per-item scores of variant A (index: item)
                      "significant": not (r.low <= 0 <= r.high)})
     return rows
 
+# %% ../nbs/07b_study.ipynb #32944403
+def alpha_shape_rows(scores:dict,      # α -> per-item scores (index: item; columns: scores), each averaged over seeds
+                     cols:list,        # score columns
+                     n:int=10_000,     # bootstrap resamples
+                     count:str="n_items", # name of the field counting the items
+                     **extra,          # fields added to every row (e.g. direction)
+                    )->list:           # one dict per measure and column (`bootstrap_rows`), with `measure`
+    "Per item: the fitted change of each score from α=0 to α=1, and α=0.5 against the mean of α=0 and α=1; 95% intervals."
+    a = np.array(sorted(scores), float)
+    if len(a) < 2: return []
+    w = (a - a.mean()) / ((a - a.mean()) ** 2).sum()
+    slope = sum(wi * scores[ai] for wi, ai in zip(w, a))
+    rows = bootstrap_rows(slope, slope * 0, cols, n, count=count, **extra, measure="α 0 → 1 (fitted)")
+    if {0, .5, 1} <= set(scores):
+        rows += bootstrap_rows(scores[.5], (scores[0] + scores[1]) / 2, cols, n, count=count, **extra, measure="α=0.5 − ends")
+    return rows
+
 # %% ../nbs/07b_study.ipynb #ad83034b
 def pareto_mask(x:np.ndarray, # first objective (higher is better)
                 y:np.ndarray, # second objective (higher is better)
@@ -110,7 +128,7 @@ def pareto_mask(x:np.ndarray, # first objective (higher is better)
 def frontier_figure(points:pd.DataFrame, # one row per variant (index = label): x, y and optional sx, sy (sd)
                     xlabel:str, ylabel:str, title:str,
                     lower_better:bool=False, # y is better when lower (rank distance)
-                    path:bool=False,         # join the points in row order (an α grid: the path α takes)
+                    path:bool|list=False,    # join the points: True in row order, or these labels in this order (the path α takes)
                     ax:plt.Axes|None=None,   # draw into this panel (default: a new figure)
                    )->plt.Figure:
     "Points with ± sd bars; the Pareto-optimal ones (higher x, better y) ringed."
@@ -118,7 +136,9 @@ def frontier_figure(points:pd.DataFrame, # one row per variant (index = label): 
     fig = ax.figure
     mx, my = points["x"].to_numpy(float), points["y"].to_numpy(float)
     sd = lambda c: points[c].fillna(0).to_numpy(float) if c in points else None
-    if path: ax.plot(mx, my, color="grey", lw=0.8, zorder=0)
+    if path is True or (isinstance(path, (list, tuple)) and len(path)):
+        p = points if path is True else points.loc[list(path)]
+        ax.plot(p["x"].to_numpy(float), p["y"].to_numpy(float), color="grey", lw=0.8, zorder=0)
     ax.errorbar(mx, my, xerr=sd("sx"), yerr=sd("sy"), fmt="o", capsize=3)
     front = pareto_mask(mx, -my if lower_better else my)
     ax.scatter(mx[front], my[front], s=160, facecolors="none", edgecolors="C3", label="Pareto-optimal")
@@ -126,6 +146,15 @@ def frontier_figure(points:pd.DataFrame, # one row per variant (index = label): 
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title); ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+def plane_points(summary:pd.DataFrame, # `seed_summary` of one study part: index variant, columns (mean|sd, score)
+                 x:str, y:str,           # the scores on the axes
+                 alphas:dict|None=None,  # label -> α of the variants on an α grid (the others are drawn, not joined)
+                )->tuple:                # (points for `frontier_figure`, the grid's labels in α order, or None under 3 αs)
+    "Mean ± sd of two scores per variant, and the path an α grid takes through them."
+    pts = pd.DataFrame({"x": summary["mean"][x], "y": summary["mean"][y], "sx": summary["sd"][x], "sy": summary["sd"][y]})
+    grid = sorted((v for v in pts.index if v in (alphas or {})), key=lambda v: alphas[v])
+    return pts, (grid if len({alphas[v] for v in grid}) >= 3 else None)
 
 def png(fig:plt.Figure)->bytes: # the figure as PNG; the figure is closed
     "PNG bytes of a figure."

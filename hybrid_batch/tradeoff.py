@@ -14,7 +14,7 @@ from .data import load_lareqa
 from .models import copy_encoder, native_bf16, precision, to_bf16
 from .train import TrainConfig, train, run_model, setup_run, run_steps, save_checkpoint, latest_checkpoint
 from .evaluate import evaluate, pool_prefix
-from .study import (Variant, alpha_grid, bootstrap_rows, check_resumable, frontier_figure, load_study, png,
+from .study import (Variant, alpha_grid, alpha_shape_rows, bootstrap_rows, check_resumable, frontier_figure, load_study, plane_points, png,
                                 runs_frame as study_runs, save_study, seed_summary, versions, made_on, write_figures)
 
 # %% auto #0
@@ -384,11 +384,8 @@ def plot_frontier(doc:dict, direction:str, y:str="cross_map", x:str="mono_map",
                  )->plt.Figure:
     """Mean ± sd of every variant of `direction` in the (x, y) plane; Pareto-optimal variants ringed (rank distance:
     lower is better). An α sweep's points are joined in the order of α."""
-    s = summary_table(doc).loc[direction]
-    pts = pd.DataFrame({"x": s["mean"][x], "y": s["mean"][y], "sx": s["sd"][x], "sy": s["sd"][y]})
-    sweep = is_sweep(doc)
-    if sweep: pts = pts.loc[sorted(pts.index, key=lambda v: _alphas(doc).get(v, -1))]
-    return frontier_figure(pts, x, y, direction, y in LOWER_IS_BETTER, path=sweep, ax=ax)
+    pts, path = plane_points(summary_table(doc).loc[direction], x, y, _alphas(doc) if is_sweep(doc) else None)
+    return frontier_figure(pts, x, y, direction, y in LOWER_IS_BETTER, path=path, ax=ax)
 
 # %% ../nbs/08_tradeoff.ipynb #ffc5b8f0
 def frontier_panels(doc:dict, direction:str)->plt.Figure:
@@ -407,12 +404,7 @@ def alpha_shape(out:str|Path,    # an α sweep's folder
     rows, n, alpha, cols = [], n or doc["study"]["n_boot"], _alphas(doc), ["mono", "cross", "multi", "rank_distance"]
     for d in dict.fromkeys(r["direction"] for r in doc["runs"]):
         s = {alpha[v]: seed_mean_scores(out, doc, d, v) for v in dict.fromkeys(r["variant"] for r in doc["runs"] if r["direction"] == d) if v in alpha}
-        if len(s) < 2: continue
-        a = np.array(sorted(s)); w = (a - a.mean()) / ((a - a.mean()) ** 2).sum()
-        slope = sum(wi * s[ai] for wi, ai in zip(w, a))
-        rows += bootstrap_rows(slope, slope * 0, cols, n, count="n_questions", direction=d, measure="α 0 → 1 (fitted)")
-        if {0, .5, 1} <= set(s):
-            rows += bootstrap_rows(s[.5], (s[0] + s[1]) / 2, cols, n, count="n_questions", direction=d, measure="α=0.5 − ends")
+        rows += alpha_shape_rows(s, cols, n, count="n_questions", direction=d)
     return pd.DataFrame(rows)
 
 # %% ../nbs/08_tradeoff.ipynb #d64ffe83
