@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #89a9afec
 from __future__ import annotations
-import hashlib, json, math, os, shutil, tempfile, time, warnings
+import contextlib, hashlib, json, math, os, shutil, tempfile, time, warnings
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
 from pathlib import Path
@@ -16,8 +16,8 @@ from .core import atomic_write, atomic_dir, cache_dir, discard_dir, recover_dir,
 from .data import load_xquad, load_lareqa, load_lareqa_pairs, split_by_article, assert_disjoint
 from .sampler import HybridBatchSampler, PairsDataset, collate_pairs
 from .losses import loss_from_embeddings
-from .models import (EMBEDDED, eval_mode, frozen_digest, load_encoder, lower_states, n_layers, restore_vocab, tiny_encoder,
-                                 tokenized, trim_vocab, upper_embeddings)
+from .models import (EMBEDDED, eval_mode, frozen_digest, load_encoder, lower_states, n_layers, native_bf16, restore_vocab,
+                                 tiny_encoder, tokenized, trim_vocab, upper_embeddings)
 
 # %% auto #0
 __all__ = ['STRATEGY_ALPHA', 'HYBRID_ALPHA', 'CHECKPOINTS', 'TrainConfig', 'check_types', 'check_config', 'effective_alpha',
@@ -59,6 +59,7 @@ class TrainConfig:
     freeze_embeddings: bool = True     # do not train the word-embedding table
     train_layers: int|None = None      # train only the top N transformer layers (None: all, as the paper)
     cache_frozen: bool = False         # with train_layers: run the frozen layers once per text, train from the kept states
+    autocast: bool = False             # bfloat16 autocast of each step's forward (needs bf16 hardware: `native_bf16`)
     valid_frac: float = 0.1            # share of articles held out for the validation loss
     valid_batches: int = 8             # validation batches (fixed for the whole run)
     eval_every: int = 25               # steps between validation losses
@@ -423,7 +424,8 @@ def load_checkpoint(folder:str|Path, model, opt, sched, cfg:TrainConfig)->tuple:
     "Restore weights, optimiser, scheduler and RNG; return (TrainState, best weights)."
     folder = Path(folder)
     meta = json.loads((folder/"state.json").read_text(encoding="utf-8"))
-    saved, now = {k: v for k, v in meta["config"].items() if k != "output_dir"}, _identity(cfg)
+    saved = {**_identity(TrainConfig()), **{k: v for k, v in meta["config"].items() if k != "output_dir"}}  # a field newer than the checkpoint: its default
+    now = _identity(cfg)
     if saved != now:
         diff = {k: (saved.get(k), now.get(k)) for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)}
         raise ValueError(f"{folder}: checkpoint was made with a different config (field: (checkpoint, now)): {diff}")
@@ -525,6 +527,7 @@ class Run:
     rank: int = 0              # this process
     t0: float = 0.0            # start time
     objective: object = None   # `objective(model, batch)` -> scalar loss (`setup_run`: `batch_loss` with the run's config and `encode`)
+    autocast: bool = False     # run each step's forward under bfloat16 autocast
 
 # %% ../nbs/05_train.ipynb #e82e2405
 def _data_record(cfg, train_pairs, valid_pairs, pool)->dict:
@@ -545,6 +548,8 @@ def setup_run(cfg:TrainConfig,        # the run
              )->Run:
     "Check config and output folder, then load data and model and build everything the loop needs."
     t0 = time.time(); check_config(cfg)
+    if cfg.autocast and not native_bf16(resolve_device(cfg.device)):
+        raise ValueError(f"autocast=True needs bfloat16 hardware (a CPU with AVX512-BF16 or AMX, or a GPU with bf16); {resolve_device(cfg.device)} has none")
     out = prepare_output(cfg, resume, overwrite) if int(os.environ.get("RANK", 0)) == 0 else None
     if cfg.threads: set_threads(cfg.threads)
     train_pairs, valid_pairs, pool = run_data(cfg, pairs)
@@ -559,7 +564,7 @@ def setup_run(cfg:TrainConfig,        # the run
     encode = partial(cached_embed, cache) if cache else embed
     return Run(cfg, model, sampler, loader, validation_batches(valid_pairs, cfg), opt, sched, state, best, encode,
                _data_record(cfg, train_pairs, valid_pairs, pool), out, world, rank, t0,
-               partial(batch_loss, cfg=cfg, encode=encode))
+               partial(batch_loss, cfg=cfg, encode=encode), cfg.autocast)
 
 # %% ../nbs/05_train.ipynb #24048a2c
 def _evaluate_and_track(run:Run)->float:
@@ -573,9 +578,13 @@ def _evaluate_and_track(run:Run)->float:
     return loss
 
 # %% ../nbs/05_train.ipynb #36ae3766
+def _autocast(run:Run): # the context a step's forward runs in: bfloat16 autocast on the model's device, or none
+    if not run.autocast: return contextlib.nullcontext()
+    return torch.autocast(next(run.model.parameters()).device.type, dtype=torch.bfloat16)
+
 def _step(run:Run, batch:dict)->float:
     "One optimisation step (gradients averaged over ranks); returns the loss."
-    loss = run.objective(run.model, batch)
+    with _autocast(run): loss = run.objective(run.model, batch)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     average_gradients(run.model, run.world)

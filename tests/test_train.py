@@ -125,3 +125,42 @@ def test_model_card_names_the_disjoint_pool():
     card = model_card(TrainConfig(strategy="x_y"), TrainState(step=5, best_step=5, best_loss=1.0),
                       {"train_data": "xquad", "langs": ["de", "en"], "train_pairs": 10, "valid_pairs": 2, "eval_pool": "mlqa-r"})
     assert "x_y (α = 0)" in card and "kept disjoint (no shared paragraph) from the evaluation pool `mlqa-r`" in card
+
+def _autocast_seen(cfg, steps=2):
+    "Whether each step's objective ran under CPU autocast, and the losses."
+    import hybrid_batch.train as tr
+    run, seen = tr.setup_run(cfg), []
+    objective = run.objective
+    run.objective = lambda m, b: (seen.append(torch.is_autocast_enabled("cpu")), objective(m, b))[1]
+    losses = [tr._step(run, b) for b, _ in zip(run.loader, range(steps))]
+    return seen, losses
+
+def test_autocast_runs_the_step_forward_in_bf16(monkeypatch):
+    "autocast=True wraps each step's forward in bfloat16 autocast (the validation loss stays fp32); off by default."
+    import hybrid_batch.train as tr
+    monkeypatch.setattr(tr, "native_bf16", lambda device: True)  # autocast itself runs on any CPU, only slowly without bf16
+    cfg = TrainConfig(**dict(TINY, max_steps=2, checkpoint_every=0, device="cpu"))
+    off, fp32 = _autocast_seen(cfg)
+    on, bf16 = _autocast_seen(TrainConfig(**dict(asdict(cfg), autocast=True)))
+    assert off == [False, False] and on == [True, True]
+    assert all(torch.isfinite(torch.tensor(bf16))) and fp32 != bf16       # bf16 rounding changes the losses, a little
+    assert max(abs(a - b) for a, b in zip(fp32, bf16)) < 0.1
+
+def test_autocast_without_bf16_hardware_is_refused_before_loading(monkeypatch):
+    import hybrid_batch.train as tr
+    monkeypatch.setattr(tr, "native_bf16", lambda device: False)
+    monkeypatch.setattr(tr, "run_data", lambda *a, **k: pytest.fail("data loaded before the refusal"))
+    with pytest.raises(ValueError, match="autocast=True needs bfloat16 hardware .* cpu has none"):
+        tr.setup_run(TrainConfig(**dict(TINY, max_steps=1, autocast=True, device="cpu")))
+
+def test_checkpoint_from_before_a_new_config_field_resumes(tmp_path, monkeypatch):
+    "A checkpoint whose config lacks a field added later (here `autocast`) resumes under that field's default."
+    import hybrid_batch.train as tr
+    monkeypatch.setattr(tr, "native_bf16", lambda device: True)  # reach the checkpoint check on any CPU
+    cfg = TrainConfig(**dict(TINY, max_steps=8, checkpoint_every=4, eval_every=4, output_dir=str(tmp_path/"run")))
+    assert train(cfg, stop_at=5, progress=False) is None
+    state = latest_checkpoint(tmp_path/"run")/"state.json"
+    meta = json.loads(state.read_text()); del meta["config"]["autocast"]; state.write_text(json.dumps(meta))
+    assert train(cfg, resume=True, progress=False).state.step == 8
+    with pytest.raises(ValueError, match="different config"):   # the default, not any value: autocast=True is another run
+        train(TrainConfig(**dict(asdict(cfg), autocast=True)), resume=True, progress=False)
