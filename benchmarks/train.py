@@ -20,7 +20,7 @@ no dropout) every 10 steps, written to OUT/curves.csv with OUT/about.json for th
 Usage: .venv/bin/python benchmarks/train.py --curves 100 --hard --paths "cached,cached+bf16,cached seed 1" --out results/train-bf16
 """
 from __future__ import annotations
-import argparse, resource, sys, time
+import argparse, resource, shlex, sys, time
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -76,7 +76,7 @@ def curves(base:TrainConfig, train, valid, texts, cache, steps:int, out:Path, pa
                                          "seconds": time.perf_counter() - t0})
         print(f"{name}: {steps} steps in {time.perf_counter() - t0:.0f} s, validation loss {rows[-steps // 10 - 1]['valid_loss']:.4f} -> {rows[-1]['valid_loss']:.4f}", flush=True)
     with atomic_write(out/"curves.csv", "w") as f: pd.DataFrame(rows).to_csv(f, index=False)
-    write_json(out/"about.json", {"command": "benchmarks/train.py " + " ".join(sys.argv[1:]), "steps": steps, "paths": paths,
+    write_json(out/"about.json", {"command": "benchmarks/train.py " + shlex.join(sys.argv[1:]), "steps": steps, "paths": paths,
                                   "train": asdict(base), "versions": versions()})
     print(f"wrote {out/'curves.csv'} and {out/'about.json'}")
 
@@ -113,15 +113,20 @@ def main():
     for k, (kw, tx, c, ac) in runs.items():
         res[k] = measure(TrainConfig(**{**asdict(base), **kw}), batches, tx, c, ac)
         print(f"  measured {k}: {res[k]['steps/s']:.3f} steps/s", flush=True)
-    print(f"threads={a.threads} batch={a.batch_size}{' + 1 hard negative each' if a.hard else ''} steps={a.steps} "
-          f"(first untimed) max_length={a.max_length}, torch {torch.__version__}")
-    print(f"{'path':12} {'steps/s':>8} {'pairs/s':>8} {'vs top4':>8} {'vs naive':>9} {'peak RSS MB':>12}  first losses")
+    from hybrid_batch.models import native_bf16
+    lines = [f"threads={a.threads} batch={a.batch_size}{' + 1 hard negative each' if a.hard else ''} steps={a.steps} "
+             f"(first untimed) max_length={a.max_length}, torch {torch.__version__}, CPU kernels "
+             f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {native_bf16('cpu')}",
+             f"{'path':12} {'steps/s':>8} {'pairs/s':>8} {'vs top4':>8} {'vs naive':>9} {'peak RSS MB':>12}  first losses"]
     for k, r in res.items():
-        print(f"{k:12} {r['steps/s']:8.3f} {r['pairs/s']:8.1f} {r['steps/s'] / res['top4']['steps/s']:8.2f} "
-              f"{r['steps/s'] / res['naive']['steps/s']:9.2f} {r['peak RSS MB']:12.0f}  {np.round(r['losses'][:4], 4).tolist()}")
-    print(f"cache: {len(cache.rows):,} texts, {cache.nbytes / 1e6:.0f} MB (float16), filled in {fill:.0f} s "
-          f"(= {fill * res['top4']['steps/s']:.0f} top4 steps)")
+        lines.append(f"{k:12} {r['steps/s']:8.3f} {r['pairs/s']:8.1f} {r['steps/s'] / res['top4']['steps/s']:8.2f} "
+                     f"{r['steps/s'] / res['naive']['steps/s']:9.2f} {r['peak RSS MB']:12.0f}  {np.round(r['losses'][:4], 4).tolist()}")
+    lines.append(f"cache: {len(cache.rows):,} texts, {cache.nbytes / 1e6:.0f} MB (float16), filled in {fill:.0f} s "
+                 f"(= {fill * res['top4']['steps/s']:.0f} top4 steps)")
     diff = np.abs(np.array(res["cached"]["losses"]) - np.array(res["top4"]["losses"])).max()
-    print(f"largest loss difference cached vs top4 over the {a.steps} steps: {diff:.4f} (dropout in the frozen layers, float16 states)")
+    lines.append(f"largest loss difference cached vs top4 over the {a.steps} steps: {diff:.4f} (dropout in the frozen layers, float16 states)")
+    print("\n".join(lines))
+    if a.curves:  # beside the curves, the table they were measured with
+        with atomic_write(Path(a.out)/"table.txt", "w") as f: f.write("\n".join(lines) + "\n")
 
 if __name__ == "__main__": main()
