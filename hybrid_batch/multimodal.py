@@ -15,7 +15,7 @@ from .models import EMBEDDED, load_encoder, n_layers
 from .evaluate import pool_prefix
 from .train import finish_run, run_steps
 from .study import (Variant, alpha_grid, alpha_shape_rows, bootstrap_rows, check_resumable, frontier_figure, load_study,
-                                plane_points, save_study, runs_frame, seed_summary, versions, made_on, write_figures)
+                                mean_sd_strings, plane_points, save_study, runs_frame, seed_summary, versions, made_on, write_figures)
 from .images import IMAGE_PREP, IMAGE_TOWER, LANGS, CaptionData, language_coverage, load_caption_data
 from .lit import (TEXT_SCORES, LitConfig, check_lit, evaluate_lit, fold_test, setup_lit_run, text_quality)
 
@@ -23,7 +23,8 @@ from .lit import (TEXT_SCORES, LitConfig, check_lit, evaluate_lit, fold_test, se
 __all__ = ['EN_ONLY', 'MM_VARIANTS', 'LOCKED', 'ALPHA_GRID', 'MM_PRESETS', 'MM_HEADLINE', 'ITEM_SCORES', 'MultimodalConfig',
            'multimodal_config', 'lit_config', 'run_lit', 'run_multimodal', 'mm_runs', 'mm_summary', 'per_language',
            'language_table', 'text_table', 'variant_items', 'class_scores', 'bootstrap_vs', 'mm_alphas',
-           'plot_tradeoff', 'tradeoff_panels', 'plot_clipscore', 'mm_alpha_shape', 'clip_spread', 'write_results']
+           'plot_tradeoff', 'tradeoff_panels', 'plot_clipscore', 'mm_alpha_shape', 'clip_spread', 'mm_results_markdown',
+           'write_results']
 
 # %% ../nbs/09c_multimodal.ipynb #689c31a4
 EN_ONLY = Variant("EN-only", "en_only", 1.0)  # the zero-shot transfer baseline
@@ -291,6 +292,36 @@ def clip_spread(out:str|Path, doc:dict,
                      "low": np.percentile(b, 2.5), "high": np.percentile(b, 97.5), "highest": "", "lowest": "", "n_classes": len(classes)})
     return pd.DataFrame(rows)
 
+# %% ../nbs/09c_multimodal.ipynb #a8c20406
+_MD_SCORES = ["mono_r1", "zs_acc", "cross_map", "multi_map", "rank_distance", "clip_matched", "clip_gap", "clip_lang_spread"]
+_MD_LANG = ["t2i_r1", "i2t_r1", "zs_acc", "cross_map", "clip_matched"]
+
+def _md(df:pd.DataFrame, index:bool=True)->str: return df.to_markdown(index=index, floatfmt=".4f")
+
+def mm_results_markdown(doc:dict,                  # the results document
+                        per_lang:pd.DataFrame,     # `per_language(doc)`
+                        boot:pd.DataFrame,         # `bootstrap_vs`
+                        shape:pd.DataFrame|None=None,  # `mm_alpha_shape`, for a grid of three or more αs
+                        spread:pd.DataFrame|None=None, # `clip_spread`, likewise
+                       )->str:
+    "`results.md` of a study folder: what ran, the scores over seeds, per language, the text tower, and the intervals."
+    st, d, runs = doc["study"], doc["data"], doc["runs"]
+    folds = sorted({r["fold"] for r in runs})
+    lines = [f"# Multimodal study `{st['name']}`", "",
+             f"{len(runs)} runs ({len({r['variant'] for r in runs})} variants, seeds {sorted({r['seed'] for r in runs})}, "
+             f"folds {folds} of {st['n_folds']}: {sum(len(d['folds'][f]) for f in folds)} of {d['classes']} classes tested); "
+             f"{d['captions']} captions in {len(st['langs'])} languages; {st['train'].get('max_steps', '?')} steps per run. Wall time so far "
+             f"{doc['wall_seconds'] / 60:.1f} min (torch {doc['versions']['torch']}, {doc['versions']['threads']} threads).", "",
+             "## Scores (mean ± sd over seeds; a seed's score is the mean over its folds)", "",
+             _md(mean_sd_strings(mm_summary(doc), _MD_SCORES, 4)), ""]
+    for col in _MD_LANG:
+        lines += [f"## {col} per language (mean over folds and seeds)", "", _md(language_table(per_lang, [col])[col]), ""]
+    if len(tt := text_table(doc)): lines += [f"## The text tower on {st['text_pool']} (LAReQA), before and after", "", _md(tt), ""]
+    if len(boot): lines += ["## Hybrid against every other variant (paired bootstrap over test classes, 95% interval)", "", _md(boot, False), ""]
+    if shape is not None: lines += ["## The shape over α (`mm_alpha_shape`; 95% interval)", "", _md(shape, False), ""]
+    if spread is not None: lines += ["## CLIPScore's spread between languages (`clip_spread`; 95% interval)", "", _md(spread, False), ""]
+    return "\n".join(lines)
+
 # %% ../nbs/09c_multimodal.ipynb #d0e06041
 def _write_csv(df:pd.DataFrame, path:Path):
     with atomic_write(path, "w") as f: df.to_csv(f, index=False)
@@ -301,12 +332,14 @@ def write_results(out:str|Path, doc:dict)->list:
     save_study(out, doc)
     per_lang = per_language(doc)
     _write_csv(mm_runs(doc), out/"runs.csv"); _write_csv(per_lang, out/"per_language.csv")
-    _write_csv(bootstrap_vs(out, doc, n=2_000), out/"bootstrap.csv")
+    boot, shape, spread = bootstrap_vs(out, doc, n=2_000), None, None
+    _write_csv(boot, out/"bootstrap.csv")
     figs = {"tradeoff_cross_map.png": plot_tradeoff(doc), "tradeoff_rank_distance.png": plot_tradeoff(doc, "rank_distance"),
             "tradeoff_zs_cross.png": plot_tradeoff(doc, "cross_map", "zs_acc"), "tradeoff_panels.png": tradeoff_panels(doc)}
     if len(set(mm_alphas(doc).values())) >= 3:
-        spread = clip_spread(out, doc, n=2_000)
-        _write_csv(mm_alpha_shape(out, doc, n=2_000), out/"alpha_shape.csv"); _write_csv(spread, out/"clip_spread.csv")
+        shape, spread = mm_alpha_shape(out, doc, n=2_000), clip_spread(out, doc, n=2_000)
+        _write_csv(shape, out/"alpha_shape.csv"); _write_csv(spread, out/"clip_spread.csv")
         figs["clipscore_vs_alpha.png"] = plot_clipscore(per_lang[per_lang.variant.isin(mm_alphas(doc))], spread=spread)
     write_figures(out, figs)
+    with atomic_write(out/"results.md", "w") as f: f.write(mm_results_markdown(doc, per_lang, boot, shape, spread))
     return sorted(p.name for p in out.iterdir() if p.is_file())

@@ -14,8 +14,8 @@ from .evaluate import paired_bootstrap
 
 # %% auto #0
 __all__ = ['Variant', 'alpha_grid', 'versions', 'made_on', 'load_study', 'save_study', 'check_resumable', 'runs_frame',
-           'seed_summary', 'bootstrap_rows', 'alpha_shape_rows', 'pareto_mask', 'frontier_figure', 'plane_points',
-           'png', 'write_figures']
+           'seed_summary', 'mean_sd_strings', 'bootstrap_rows', 'alpha_shape_rows', 'pareto_mask', 'frontier_figure',
+           'plane_points', 'png', 'write_figures']
 
 # %% ../nbs/07b_study.ipynb #b9f2b6b3
 @dataclass
@@ -80,6 +80,16 @@ def seed_summary(frame:pd.DataFrame, # `runs_frame`
     if average: frame = frame.groupby([*by, "seed"], sort=False)[scores].mean().reset_index()
     g = frame.groupby(by, sort=False)[scores]
     return pd.concat({"mean": g.mean(), "sd": g.std(ddof=1), "n": g.size().to_frame("seeds")}, axis=1)
+
+def mean_sd_strings(summary:pd.DataFrame, # `seed_summary`
+                    scores:list,          # columns to show
+                    digits:int=3,
+                    wide:tuple=("rank_distance",), # scores shown with 2 decimals (counts of ranks, not fractions)
+                   )->pd.DataFrame:       # 'mean ± sd' per score (sd left out for one seed), and the seeds
+    "A seed summary as strings, for tables and reports."
+    def cell(m, sd, d): return f"{m:.{d}f}" if np.isnan(sd) else f"{m:.{d}f} ± {sd:.{d}f}"
+    return pd.DataFrame({k: [cell(m, sd, 2 if k in wide else digits) for m, sd in zip(summary["mean"][k], summary["sd"][k])]
+                         for k in scores}, index=summary.index).assign(seeds=summary["n"]["seeds"].astype(int).to_numpy())
 
 # %% ../nbs/07b_study.ipynb #90b2f801
 def bootstrap_rows(a:pd.DataFrame,  # per-item scores of variant A (index: item)

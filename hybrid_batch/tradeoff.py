@@ -14,7 +14,7 @@ from .data import load_lareqa
 from .models import copy_encoder, native_bf16, precision, to_bf16
 from .train import TrainConfig, train, run_model, setup_run, run_steps, save_checkpoint, latest_checkpoint
 from .evaluate import evaluate, pool_prefix
-from .study import (Variant, alpha_grid, alpha_shape_rows, bootstrap_rows, check_resumable, frontier_figure, load_study, plane_points, png,
+from .study import (Variant, alpha_grid, alpha_shape_rows, bootstrap_rows, check_resumable, frontier_figure, load_study, mean_sd_strings, plane_points, png,
                                 runs_frame as study_runs, save_study, seed_summary, versions, made_on, write_figures)
 
 # %% auto #0
@@ -321,10 +321,7 @@ def summary_table(doc:dict)->pd.DataFrame:
 # %% ../nbs/08_tradeoff.ipynb #868c54ae
 def format_summary(doc:dict, digits:int=3)->pd.DataFrame:
     "The summary as strings 'mean ± sd' (sd omitted for single runs)."
-    s = summary_table(doc)
-    def cell(m, sd, d): return f"{m:.{d}f}" if np.isnan(sd) else f"{m:.{d}f} ± {sd:.{d}f}"
-    return pd.DataFrame({k: [cell(m, sd, 2 if k == "rank_distance" else digits) for m, sd in zip(s["mean"][k], s["sd"][k])]
-                         for k in HEADLINE}, index=s.index).assign(seeds=s["n"]["seeds"].astype(int).to_numpy())
+    return mean_sd_strings(summary_table(doc), HEADLINE, digits)
 
 # %% ../nbs/08_tradeoff.ipynb #440d0796
 def seed_mean_scores(out:str|Path, doc:dict, direction:str, variant:str)->pd.DataFrame:
