@@ -376,14 +376,21 @@ def _trimmed_tokenizer(tok, keep):
     return unigram_tokenizer([vocab[i][0] for i in keep], [vocab[i][1] for i in keep],
                              tok.backend_tokenizer.normalizer, max_length=tok.model_max_length)
 
+def _set_tokenizer(tr, tok):
+    "Make `tok` the tokenizer of Transformer module `tr`: its processor, and its input formatter's (which reads chat templates only)."
+    tr.processor = tok
+    if getattr(tr, "input_formatter", None) is not None: tr.input_formatter.processor = tok
+
 def _without_word_embeddings(model):
     "A deep copy of `model` without its (large) word embedding matrix, tokenizer and `full_vocab` record."
     tr = model[0]; bert = tr.auto_model; full, tok = bert.get_input_embeddings(), tr.processor
+    fmt = getattr(tr, "input_formatter", None); fmt_tok = getattr(fmt, "processor", None)
     record = tr.__dict__.pop("full_vocab", None)
-    bert.set_input_embeddings(torch.nn.Embedding(1, full.embedding_dim)); tr.processor = None
+    bert.set_input_embeddings(torch.nn.Embedding(1, full.embedding_dim)); _set_tokenizer(tr, None)  # a 250k-piece tokenizer deep-copies slowly
     try: return copy.deepcopy(model)
     finally:
         bert.set_input_embeddings(full); tr.processor = tok
+        if fmt is not None: fmt.processor = fmt_tok
         if record is not None: tr.full_vocab = record
 
 def _warn_unk(module, args, kwargs):
@@ -411,7 +418,7 @@ def trim_vocab(model:SentenceTransformer, # an encoder with a Unigram tokenizer 
     bert.set_input_embeddings(torch.nn.Embedding.from_pretrained(full[torch.tensor(keep)].clone(),
                                                                  freeze=False, padding_idx=1))
     bert.config.vocab_size = len(keep)
-    new[0].processor = _trimmed_tokenizer(model[0].tokenizer, keep)
+    _set_tokenizer(new[0], _trimmed_tokenizer(model[0].tokenizer, keep))
     hook = bert.embeddings.register_forward_pre_hook(_warn_unk, with_kwargs=True)
     new[0].full_vocab = FullVocab(torch.tensor(keep), full, model[0].tokenizer, hook)
     return new
@@ -465,7 +472,7 @@ def restore_vocab(model:SentenceTransformer, # a model from `trim_vocab` (anythi
     table[record.keep.to(rows.device)] = rows.detach()
     bert.set_input_embeddings(torch.nn.Embedding.from_pretrained(table, freeze=not rows.requires_grad, padding_idx=1))
     bert.config.vocab_size = table.shape[0]
-    model[0].processor = record.tokenizer
+    _set_tokenizer(model[0], record.tokenizer)
     record.hook.remove()
     return model
 

@@ -208,6 +208,14 @@ def test_trim_vocab_is_exact_on_corpus(model):
     with pytest.warns(UserWarning, match="outside the trimmed vocabulary"):
         small.encode_query(["ᏣᎳᎩ ᎦᏬᏂᎯᏍᏗ"])                                    # Cherokee: not in the corpus
 
+def test_trimmed_model_carries_only_its_own_tokenizer(model):
+    "The trimmed copy's input formatter gets the trimmed tokenizer (no copy of the 250k one); restoring puts the full one back."
+    small = M.trim_vocab(model, [t for t in xquad("en")[0][:20]])
+    assert small[0].input_formatter.processor is small[0].processor and len(small.tokenizer) < 10_000
+    assert model[0].input_formatter.processor is model[0].processor and len(model.tokenizer) == 250_002  # the source untouched
+    M.restore_vocab(small)
+    assert small[0].input_formatter.processor is small[0].processor is model[0].processor
+
 
 def test_tiny_encoder_is_fast_deterministic_and_trainable():
     import time
