@@ -15,7 +15,8 @@ from .models import EMBEDDED, load_encoder, n_layers
 from .evaluate import pool_prefix
 from .train import finish_run, run_steps
 from .study import (Variant, alpha_grid, alpha_shape_rows, bootstrap_rows, check_resumable, frontier_figure, load_study,
-                                mean_sd_strings, plane_points, save_study, runs_frame, seed_summary, versions, made_on, write_figures)
+                                mean_sd_strings, plane_points, save_study, runs_frame, seed_summary, slope_weights, versions, made_on,
+                                write_figures)
 from .images import IMAGE_PREP, IMAGE_TOWER, LANGS, CaptionData, language_coverage, load_caption_data
 from .lit import (TEXT_SCORES, LitConfig, check_lit, evaluate_lit, fold_test, setup_lit_run, text_quality)
 
@@ -286,7 +287,7 @@ def clip_spread(out:str|Path, doc:dict,
                      "spread": mean.max() - mean.min(), "low": np.percentile(boot[v], 2.5), "high": np.percentile(boot[v], 97.5),
                      "highest": mean.idxmax(), "lowest": mean.idxmin(), "n_classes": int(t.notna().any(axis=1).sum())})
     if len(set(grid.values())) >= 3:
-        a = np.array([grid[v] for v in grid]); c = (a - a.mean()) / ((a - a.mean()) ** 2).sum()
+        c = slope_weights([grid[v] for v in grid])
         spread, b = {r["variant"]: r["spread"] for r in rows}, sum(ci * boot[v] for ci, v in zip(c, grid))
         rows.append({"variant": "α 0 → 1 (fitted)", "alpha": np.nan, "on_grid": False, "spread": sum(ci * spread[v] for ci, v in zip(c, grid)),
                      "low": np.percentile(b, 2.5), "high": np.percentile(b, 97.5), "highest": "", "lowest": "", "n_classes": len(classes)})

@@ -14,8 +14,8 @@ from .evaluate import paired_bootstrap
 
 # %% auto #0
 __all__ = ['Variant', 'alpha_grid', 'versions', 'made_on', 'load_study', 'save_study', 'check_resumable', 'runs_frame',
-           'seed_summary', 'mean_sd_strings', 'bootstrap_rows', 'alpha_shape_rows', 'pareto_mask', 'frontier_figure',
-           'plane_points', 'png', 'write_figures']
+           'seed_summary', 'mean_sd_strings', 'bootstrap_rows', 'slope_weights', 'alpha_shape_rows', 'pareto_mask',
+           'frontier_figure', 'plane_points', 'png', 'write_figures']
 
 # %% ../nbs/07b_study.ipynb #b9f2b6b3
 @dataclass
@@ -109,6 +109,11 @@ def bootstrap_rows(a:pd.DataFrame,  # per-item scores of variant A (index: item)
     return rows
 
 # %% ../nbs/07b_study.ipynb #32944403
+def slope_weights(alphas:list)->np.ndarray: # w with Σ w_i·y_i = the least-squares slope of y over `alphas`
+    "Weights that turn scores at `alphas` into their fitted change from α=0 to α=1 (a linear contrast)."
+    a = np.asarray(alphas, float)
+    return (a - a.mean()) / ((a - a.mean()) ** 2).sum()
+
 def alpha_shape_rows(scores:dict,      # α -> per-item scores (index: item; columns: scores), each averaged over seeds
                      cols:list,        # score columns
                      n:int=10_000,     # bootstrap resamples
@@ -116,10 +121,9 @@ def alpha_shape_rows(scores:dict,      # α -> per-item scores (index: item; col
                      **extra,          # fields added to every row (e.g. direction)
                     )->list:           # one dict per measure and column (`bootstrap_rows`), with `measure`
     "Per item: the fitted change of each score from α=0 to α=1, and α=0.5 against the mean of α=0 and α=1; 95% intervals."
-    a = np.array(sorted(scores), float)
-    if len(a) < 2: return []
-    w = (a - a.mean()) / ((a - a.mean()) ** 2).sum()
-    slope = sum(wi * scores[ai] for wi, ai in zip(w, a))
+    if len(scores) < 2: return []
+    a = sorted(scores)
+    slope = sum(wi * scores[ai] for wi, ai in zip(slope_weights(a), a))
     rows = bootstrap_rows(slope, slope * 0, cols, n, count=count, **extra, measure="α 0 → 1 (fitted)")
     if {0, .5, 1} <= set(scores):
         rows += bootstrap_rows(scores[.5], (scores[0] + scores[1]) / 2, cols, n, count=count, **extra, measure="α=0.5 − ends")

@@ -14,7 +14,8 @@ from .data import load_lareqa
 from .models import copy_encoder, native_bf16, precision, to_bf16
 from .train import TrainConfig, train, run_model, setup_run, run_steps, save_checkpoint, latest_checkpoint
 from .evaluate import evaluate, pool_prefix
-from .study import (Variant, alpha_grid, alpha_shape_rows, bootstrap_rows, check_resumable, frontier_figure, load_study, mean_sd_strings, plane_points, png,
+from .study import (Variant, alpha_grid, alpha_shape_rows, bootstrap_rows, check_resumable, frontier_figure, load_study,
+                                mean_sd_strings, plane_points, png,
                                 runs_frame as study_runs, save_study, seed_summary, versions, made_on, write_figures)
 
 # %% auto #0
