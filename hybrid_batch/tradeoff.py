@@ -326,8 +326,11 @@ def format_summary(doc:dict, digits:int=3)->pd.DataFrame:
 
 # %% ../nbs/08_tradeoff.ipynb #440d0796
 def seed_mean_scores(out:str|Path, doc:dict, direction:str, variant:str)->pd.DataFrame:
-    "Per-question scores of a variant in a direction, averaged over its seeds."
+    "Per-question scores of a variant in a direction, averaged over its seeds (of one budget)."
     recs = [r for r in doc["runs"] if r["direction"] == direction and r["variant"] == variant]
+    if not recs: raise ValueError(f"no run of {variant!r} in direction {direction!r}")
+    if len(budgets := {r.get("budget") for r in recs}) > 1:
+        raise ValueError(f"{variant!r} in {direction!r} has runs at budgets {sorted(budgets, key=lambda b: -1 if b is None else b)}: take one with `at_budget(doc, budget)`")
     frames = [pd.read_csv(Path(out)/_csv_name(r), index_col=[0, 1]) for r in recs]
     return sum(frames) / len(frames)
 
