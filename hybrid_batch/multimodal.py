@@ -242,7 +242,7 @@ def plot_clipscore(per_lang:pd.DataFrame,       # `per_language` rows of the α 
     t = per_lang.groupby(["alpha", "lang"])[col].mean().unstack("lang")
     fig, axes = plt.subplots(1, 1 if spread is None else 2, figsize=(5 if spread is None else 9.5, 3.6), dpi=80, squeeze=False)
     ax = axes[0, 0]
-    t.plot(ax=ax, marker="o", ms=3, lw=1)
+    t.plot(ax=ax, ms=3, lw=1, style=[("o-", "s--")[i // 10] for i in range(t.shape[1])])  # ten colours: from the 11th line on, dashed
     ax.set(xlabel="α (P of an X-X-mono batch)", ylabel=f"CLIPScore ({col.removeprefix('clip_')})"); ax.legend(fontsize=6, ncol=3)
     if spread is not None:
         g, ax = spread[spread.on_grid].sort_values("alpha"), axes[0, 1]
