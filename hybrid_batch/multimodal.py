@@ -234,6 +234,8 @@ def tradeoff_panels(doc:dict)->plt.Figure:
     fig.tight_layout()
     return fig
 
+_LINE_STYLES = ["o-", "s--", "^:", "d-."]  # with the ten default colours: 40 distinguishable lines
+
 def plot_clipscore(per_lang:pd.DataFrame,       # `per_language` rows of the α grid's variants
                    col:str="clip_matched",
                    spread:pd.DataFrame|None=None, # `clip_spread`: adds a panel of the spread against α with its intervals
@@ -242,7 +244,7 @@ def plot_clipscore(per_lang:pd.DataFrame,       # `per_language` rows of the α 
     t = per_lang.groupby(["alpha", "lang"])[col].mean().unstack("lang")
     fig, axes = plt.subplots(1, 1 if spread is None else 2, figsize=(5 if spread is None else 9.5, 3.6), dpi=80, squeeze=False)
     ax = axes[0, 0]
-    t.plot(ax=ax, ms=3, lw=1, style=[("o-", "s--")[i // 10] for i in range(t.shape[1])])  # ten colours: from the 11th line on, dashed
+    t.plot(ax=ax, ms=3, lw=1, style=[_LINE_STYLES[i // 10 % 4] for i in range(t.shape[1])])  # ten colours, then the next style
     ax.set(xlabel="α (P of an X-X-mono batch)", ylabel=f"CLIPScore ({col.removeprefix('clip_')})"); ax.legend(fontsize=6, ncol=3)
     if spread is not None:
         g, ax = spread[spread.on_grid].sort_values("alpha"), axes[0, 1]
